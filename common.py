@@ -215,6 +215,47 @@ def robust_term(f, x, y, eps):
     return F.cross_entropy(f((x + delta).clamp(0, 1)), y)
 
 
+def activations(features: nn.Sequential, x):
+    """Run f's feature layers on x; return the output of every activation layer (LeakyReLU or
+    ReLU), in order.  The last entry is phi(x) when features ends in an activation + dropout."""
+    acts = []
+    for layer in features:
+        x = layer(x)
+        if isinstance(layer, (nn.LeakyReLU, nn.ReLU)):
+            acts.append(x)
+    return x, acts
+
+
+def moments(a):
+    """Per-channel mean and variance of activations (N, C, H, W) or (N, C)."""
+    dims = [0] + list(range(2, a.dim()))
+    return a.mean(dims), a.var(dims, unbiased=False)
+
+
+@torch.no_grad()
+def feature_statistics(f, x_train, batch=2000):
+    """Mean and variance of each of f's activation layers over the training images, the way
+    batch norm keeps running statistics.  Used by stats_term (beyond the paper)."""
+    sums = None
+    for chunk in x_train.split(batch):
+        _, acts = activations(f.features, chunk)
+        m = [(a.mean([0] + list(range(2, a.dim()))) * len(chunk),
+              a.square().mean([0] + list(range(2, a.dim()))) * len(chunk)) for a in acts]
+        sums = m if sums is None else [(s0 + a0, s1 + a1) for (s0, s1), (a0, a1) in zip(sums, m)]
+    N = len(x_train)
+    return [(s0 / N, s1 / N - (s0 / N).square()) for s0, s1 in sums]
+
+
+def stats_term(acts, stats):
+    """Beyond the paper (after DeepInversion's batch-norm prior, without needing batch norm):
+    sum over layers of ||mean_batch - mean_data|| + ||var_batch - var_data||."""
+    total = 0.0
+    for a, (mu, var) in zip(acts, stats):
+        m, v = moments(a.float())
+        total = total + (m - mu).norm() + (v - var).norm()
+    return total
+
+
 def tv_term(x):
     """Total variation prior (beyond the paper): mean absolute difference of neighbours."""
     return (x[..., 1:, :] - x[..., :-1, :]).abs().mean() + (x[..., :, 1:] - x[..., :, :-1]).abs().mean()
@@ -229,12 +270,12 @@ class Judge(nn.Module):
     def __init__(self, channels=1, n_classes=10, width=32):
         super().__init__()
         def block(c_in, c_out):
-            return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(),
-                    nn.Conv2d(c_out, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
+            return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
         self.features = nn.Sequential(
-            *block(channels, width), nn.AvgPool2d(2),
-            *block(width, 2 * width), nn.AvgPool2d(2),
-            *block(2 * width, 4 * width), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+            *block(channels, width), nn.AvgPool2d(2),                       # (w, S/2, S/2)
+            *block(width, 2 * width), nn.AvgPool2d(2),                      # (2w, S/4, S/4)
+            *block(2 * width, 4 * width), *block(4 * width, 4 * width),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten())                          # (4w,)
         self.head = nn.Linear(4 * width, n_classes)
 
     def forward(self, x):
@@ -272,10 +313,15 @@ def non_negative_float(text):
     return value
 
 
+class Parser(argparse.ArgumentParser):
+    def error(self, message):
+        """A bad flag: one line, exit status 2 (argparse would also print the whole usage)."""
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def build_parser(dataset, description, defaults, quick):
     """The flags every script shares (design.md), with the script's own defaults."""
-    ap = argparse.ArgumentParser(description=description,
-                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap = Parser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add = ap.add_argument
     add("--data-dir", default="./data", help="where the dataset is (or is downloaded to)")
     add("--out-dir", default=f"runs/{dataset}", help="where checkpoints, figures and metrics go")
@@ -290,6 +336,8 @@ def build_parser(dataset, description, defaults, quick):
         help="std of Gaussian noise added to training images of f (beyond the paper)")
     add("--train-subset", type=non_negative_int, default=0,
         help="train f and the judge on the first K training images (0: all)")
+    add("--augment", action=argparse.BooleanOptionalAction, default=True,
+        help="random shifts (and flips where the dataset allows) when training f and the judge")
     add("--retrain", action="store_true", help="train f and the judge again even if cached")
     add("--generator-steps", type=positive_int, default=defaults["generator_steps"])
     add("--lr", type=finite_float, default=defaults["lr"], help="generator learning rate (Adam)")
@@ -307,6 +355,8 @@ def build_parser(dataset, description, defaults, quick):
     add("--robust-eps", type=non_negative_float, default=defaults["robust_eps"],
         help="Section 3: L-inf radius (pixels in [0,1]) of the perturbation that must keep y; 0 off")
     add("--robust-weight", type=non_negative_float, default=1.0, help="weight of the robust term")
+    add("--stats", type=non_negative_float, default=defaults["stats"],
+        help="weight of the feature-statistics prior (beyond the paper); 0 off")
     add("--tv", type=non_negative_float, default=defaults["tv"],
         help="weight of the total-variation prior (beyond the paper); 0 off")
     add("--num-generators", type=positive_int, default=1,
@@ -354,6 +404,9 @@ def run_main(run, argv, script):
         print(f"{script}: error: out of memory on the device; try a smaller --batch-size",
               file=sys.stderr)
         raise SystemExit(2)
+    except KeyboardInterrupt:
+        print(f"\n{script}: interrupted; checkpoints already saved in --out-dir are kept", file=sys.stderr)
+        raise SystemExit(130)
 
 
 # =============================================================================================
@@ -516,6 +569,8 @@ def load_data(name, shape, args, device):
         raise UserError(f"{name} files have images of shape {tuple(x_tr.shape[1:])}, expected {shape}")
     if args.train_subset:
         x_tr, y_tr = x_tr[:args.train_subset], y_tr[:args.train_subset]
+    if getattr(args, "dry_run", False):                          # a handful of test images too
+        x_te, y_te = x_te[:300], y_te[:300]
     to = lambda x: x.to(device=device, dtype=torch.float32).div_(255)   # noqa: E731
     data = {"x_train": to(x_tr), "y_train": y_tr.to(device), "x_test": to(x_te), "y_test": y_te.to(device)}
     print(f"data: {len(x_tr)} training and {len(x_te)} test images of shape {tuple(shape)} on {device}")
@@ -555,7 +610,7 @@ def accuracy(model, x, y) -> float:
     return (predict(model, x) == y).float().mean().item()
 
 
-def fit_classifier(model, data, epochs, batch_size, lr, flip, noise, amp, name, label_smoothing=0.1):
+def fit_classifier(model, data, epochs, batch_size, lr, shift, flip, noise, amp, name, label_smoothing=0.0):
     """Adam with a one-cycle schedule over whole-tensor batches; returns test accuracy."""
     x, y = data["x_train"], data["y_train"]
     device = x.device
@@ -569,7 +624,7 @@ def fit_classifier(model, data, epochs, batch_size, lr, flip, noise, amp, name, 
         total = torch.zeros((), device=device)
         for i in range(steps_per_epoch):
             idx = order[i * batch_size:(i + 1) * batch_size]
-            xb = augment(x[idx], flip=flip, noise=noise)
+            xb = augment(x[idx], shift=shift, flip=flip, noise=noise)
             with autocast(device, amp):
                 loss = F.cross_entropy(model(xb), y[idx], label_smoothing=label_smoothing)
             opt.zero_grad(set_to_none=True)
@@ -591,8 +646,8 @@ def load_or_train(model, path, data, args, kind, flip, noise, signature):
         print(f"{kind}: reusing {path} (test accuracy {ckpt['test_accuracy']:.4f}; --retrain to train again)")
         return ckpt["test_accuracy"], 0.0
     t0 = time.time()
-    acc = fit_classifier(model, data, args.classifier_epochs, args.classifier_batch_size,
-                         args.classifier_lr, flip, noise, args.amp, kind)
+    acc = fit_classifier(model, data, args.classifier_epochs, args.classifier_batch_size, args.classifier_lr,
+                         2 if args.augment else 0, flip and args.augment, noise, args.amp, kind)
     save_checkpoint(path, {"kind": kind, **signature, "model": model.state_dict(),
                            "test_accuracy": acc, "config": vars(args)})
     return acc, time.time() - t0
@@ -687,37 +742,45 @@ def train_generator(step_fn, G, opt, args, device, ckpt_path, signature, evaluat
 
     old_handler = signal.signal(signal.SIGTERM, _raise_stop) if _main_thread() else None
     t0, t_last, step_last = time.time(), time.time(), step
-    sums = None
+    sums = None                                  # running sums of the logged terms, on the device
+
+    def flush():
+        """Average the terms since the last log line (one host sync); stop if not finite."""
+        nonlocal sums, t_last, step_last
+        mean = (sums / (step - step_last)).tolist()
+        if not all(math.isfinite(v) for v in mean):
+            raise UserError(f"the loss became {mean[0]} by step {step}; stopped, and the last good "
+                            f"checkpoint in {ckpt_path} is kept; try a smaller --lr")
+        history["step"].append(step)
+        for key, v in zip(["loss", "kl", "ce", "cos", "extra"], mean):
+            history[key].append(v)
+        dt, t_last, step_last, sums = (time.time() - t_last) / (step - step_last), time.time(), step, None
+        return mean, dt
+
     try:
         while step < args.generator_steps:
             G.train()
             loss, terms = step_fn()
             step += 1
-            new = torch.stack([loss.detach(), terms["kl"], terms["ce"], terms["cos"], terms.get("extra", loss.new_zeros(()))])
+            new = torch.stack([loss.detach().float(), terms["kl"], terms["ce"], terms["cos"], terms["extra"]])
             sums = new if sums is None else sums + new
-            if step % args.log_every == 0 or step == args.generator_steps:
-                k = step - step_last
-                mean = (sums / k).tolist()                           # one host sync per log line
-                if not all(math.isfinite(v) for v in mean):
-                    raise UserError(f"the loss became {mean[0]} at step {step}; stopped, the last good "
-                                    f"checkpoint is kept in {ckpt_path}; try a smaller --lr")
-                for key, v in zip(["loss", "kl", "ce", "cos", "extra"], mean):
-                    history[key].append(v)
-                history["step"].append(step)
-                now = time.time()
-                dt = (now - t_last) / k
+            last = step == args.generator_steps
+            if step % args.log_every == 0 or last:
+                mean, dt = flush()
                 print(f"step {step}/{args.generator_steps}  L_inv {mean[0]:.4f}  KL {mean[1]:.4f}  "
                       f"CE {mean[2]:.4f}  cos {mean[3]:.4f}  extra {mean[4]:.4f}  "
                       f"{dt * 1000:.1f} ms/step  ETA {dt * (args.generator_steps - step):.0f}s")
-                t_last, step_last, sums = now, step, None
-            if step % args.eval_every == 0 or step == args.generator_steps:
+            if step % args.eval_every == 0 or last:
                 evals.append({"step": step, **evaluate()})
-            if step % args.checkpoint_every == 0 and step < args.generator_steps:
+            if step % args.checkpoint_every == 0 and not last:
+                if sums is not None:
+                    flush()                      # never save weights after a non-finite loss
                 checkpoint()
     except (KeyboardInterrupt, StopRequested):
-        checkpoint()
-        print(f"\ninterrupted at step {step}: saved {ckpt_path}; run again with --resume to continue",
-              file=sys.stderr)
+        if sums is None or all(math.isfinite(v) for v in sums.tolist()):
+            checkpoint()
+            print(f"\ninterrupted at step {step}: saved {ckpt_path}; run again with --resume to continue",
+                  file=sys.stderr)
         raise SystemExit(130)
     finally:
         if old_handler is not None:
@@ -833,9 +896,9 @@ def _plt():
 def _show(ax, img):
     img = img.detach().float().cpu()
     if img.shape[0] == 1:
-        ax.imshow(img[0], cmap="gray", vmin=0, vmax=1)
+        ax.imshow(img[0].numpy(), cmap="gray", vmin=0, vmax=1)
     else:
-        ax.imshow(img.permute(1, 2, 0).clamp(0, 1))
+        ax.imshow(img.permute(1, 2, 0).clamp(0, 1).numpy())
     ax.set_xticks([]), ax.set_yticks([])
 
 
@@ -978,7 +1041,8 @@ def classifiers(f, judge, data, args, out, dataset, flip):
                                  args.classifier_noise, {"dataset": dataset, "arch": architecture(f)})
     acc_j, sec_j = load_or_train(judge, out / "judge.pt", data, args, "judge", flip, 0.0,
                                  {"dataset": dataset, "arch": architecture(judge)})
-    return freeze(f), freeze(judge), {"classifier": acc_f, "judge": acc_j}, {"classifier": sec_f, "judge": sec_j}
+    freeze(f).stats = feature_statistics(f, data["x_train"])    # for the optional stats prior
+    return f, freeze(judge), {"classifier": acc_f, "judge": acc_j}, {"classifier": sec_f, "judge": sec_j}
 
 
 @torch.no_grad()

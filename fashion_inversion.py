@@ -35,10 +35,10 @@ CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
            "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 FLIP = True                                                      # clothes may be mirrored
 DEFAULTS = dict(batch_size=256, classifier_batch_size=256, classifier_epochs=15, classifier_lr=2e-3,
-                classifier_noise=0.0, generator_steps=3000, lr=5e-4, latent_dim=64, hidden=64,
+                classifier_noise=0.0, stats=0.0, generator_steps=3000, lr=5e-4, latent_dim=64, hidden=64,
                 width=128, dropout=0.3, alpha=1.0, beta=1.0, gamma=1.0, robust_eps=0.0, tv=0.0,
                 eval_every=250)
-QUICK = dict(classifier_epochs=2, train_subset=20000, generator_steps=400, batch_size=64,
+QUICK = dict(classifier_epochs=2, augment=False, generator_steps=400, batch_size=64,
              width=64, eval_every=100, log_every=50, eval_per_class=50)
 
 
@@ -64,10 +64,8 @@ class Classifier(nn.Module):
         c = width
         self.features = nn.Sequential(                           # phi(x): the features of L_cos
             nn.Conv2d(1, c, 3, padding=1), nn.LeakyReLU(0.1),
-            nn.Conv2d(c, c, 3, padding=1), nn.LeakyReLU(0.1),
-            nn.MaxPool2d(2), nn.Dropout(0.25),                   # (c, 14, 14)
+            nn.MaxPool2d(2),                                     # (c, 14, 14)
             nn.Conv2d(c, 2 * c, 3, padding=1), nn.LeakyReLU(0.1),
-            nn.Conv2d(2 * c, 2 * c, 3, padding=1), nn.LeakyReLU(0.1),
             nn.MaxPool2d(2), nn.Dropout(0.25),                   # (2c, 7, 7)
             nn.Flatten(), nn.Linear(2 * c * 7 * 7, hidden), nn.LeakyReLU(0.1),
             nn.Dropout(0.5))                                     # (hidden,)
@@ -96,12 +94,14 @@ def inversion_step(G, f, opt, args, device):
     p, y, H = common.sample_conditioning(N, n, device)          # p = softmax(v), y = argmax p, H
     with common.autocast(device, args.amp):
         x = G(z, p, H)                                           # x = G(z, p, H)  (N, 1, 28, 28)
-        phi = f.features(x)                                      # phi(x), features for L_cos
+        phi, acts = common.activations(f.features, x)           # phi(x), features for L_cos
         logits = f.head(phi)                                     # f(x); Q = softmax(f(x))
         L_inv, terms = common.inversion_loss(logits, phi, p, y, args.alpha, args.beta, args.gamma)
         loss = L_inv                                             # alpha KL + beta CE + gamma L_cos
         if args.robust_eps > 0:                                  # Sec. 3: perturbed x keeps y
             loss = loss + args.robust_weight * common.robust_term(f, x, y, args.robust_eps)
+        if args.stats > 0:                                       # beyond the paper: data statistics
+            loss = loss + args.stats * common.stats_term(acts, f.stats)
         if args.tv > 0:                                          # beyond the paper: smoothness
             loss = loss + args.tv * common.tv_term(x)
     opt.zero_grad(set_to_none=True)

@@ -1,0 +1,140 @@
+"""Network inversion of an MNIST CNN, after Suhail and Sethi, "Network Inversion of
+Convolutional Neural Nets" (read it beside this file).
+
+    python mnist_inversion.py                 # full run (sized for a GPU)
+    python mnist_inversion.py --quick         # a few minutes on a laptop CPU
+    python mnist_inversion.py --fake-data --dry-run --device cpu    # smoke test, no data
+
+Where the paper is implemented (sections of this file, top to bottom):
+    1. config                     flags of design.md, and this dataset's defaults
+    2. data                       MNIST as whole tensors on the device
+    3. classifier f   (Sec. 2)    "convolution and fully connected layers ... Leaky-ReLU ...
+                                  Dropout"; trained, tested, frozen; phi = its last hidden layer
+    4. generator G    (Sec. 2)    G(z, p, H): Linear(p) ++ z -> n x n -> ++ H -> image
+                                  (common.Generator)
+    5. inversion      (Sec. 2, 3) p = softmax(v), y = argmax p, H (common.sample_conditioning);
+                                  L_inv = alpha KL(P||Q) + beta CE + gamma L_cos
+                                  (common.inversion_loss); robust term of Sec. 3 (--robust-eps)
+    6. results        (Fig. 2)    samples.png: one row per class; metrics.json, samples.pt, ...
+
+Only G is trained in step 5; f's weights are frozen and receive no gradient.
+"""
+import time
+
+import torch
+import torch.nn as nn
+
+import common
+
+# ---------------------------------------------------------------------------------------------
+# 1. config
+# ---------------------------------------------------------------------------------------------
+DATASET = "MNIST"
+SHAPE = (1, 28, 28)                                              # (C, H, W)
+CLASSES = [str(d) for d in range(10)]
+FLIP = False                                                     # a mirrored digit is another shape
+DEFAULTS = dict(batch_size=256, classifier_batch_size=256, classifier_epochs=15, classifier_lr=2e-3,
+                classifier_noise=0.0, stats=0.0, generator_steps=3000, lr=5e-4, latent_dim=64, hidden=64,
+                width=128, dropout=0.3, alpha=1.0, beta=1.0, gamma=1.0, robust_eps=0.0, tv=0.0,
+                eval_every=250)
+QUICK = dict(classifier_epochs=2, augment=False, generator_steps=400, batch_size=64,
+             width=64, eval_every=100, log_every=50, eval_per_class=50)
+
+
+def parse_args(argv=None):
+    ap = common.build_parser(DATASET, __doc__.splitlines()[0], DEFAULTS, QUICK)
+    return common.finish_args(ap, argv, QUICK)
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. data
+# ---------------------------------------------------------------------------------------------
+def load_data(args, device):
+    """{"x_train", "y_train", "x_test", "y_test"}: x (N, 1, 28, 28) in [0, 1], y (N,)."""
+    return common.load_data(DATASET, SHAPE, args, device)
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. classifier f (Section 2): convolutions + fully connected, LeakyReLU, Dropout
+# ---------------------------------------------------------------------------------------------
+class Classifier(nn.Module):
+    def __init__(self, n_classes=10, width=32, hidden=256):
+        super().__init__()
+        c = width
+        self.features = nn.Sequential(                           # phi(x): the features of L_cos
+            nn.Conv2d(1, c, 3, padding=1), nn.LeakyReLU(0.1),
+            nn.MaxPool2d(2),                                     # (c, 14, 14)
+            nn.Conv2d(c, 2 * c, 3, padding=1), nn.LeakyReLU(0.1),
+            nn.MaxPool2d(2), nn.Dropout(0.25),                   # (2c, 7, 7)
+            nn.Flatten(), nn.Linear(2 * c * 7 * 7, hidden), nn.LeakyReLU(0.1),
+            nn.Dropout(0.5))                                     # (hidden,)
+        self.head = nn.Linear(hidden, n_classes)                 # logits f(x)
+
+    def forward(self, x):                                        # x (N, 1, 28, 28)
+        return self.head(self.features(x))                      # (N, n)
+
+
+# ---------------------------------------------------------------------------------------------
+# 4. generator G(z, p, H) (Section 2)
+# ---------------------------------------------------------------------------------------------
+def build_generator(args):
+    return common.Generator(channels=SHAPE[0], image_size=SHAPE[1], n_classes=len(CLASSES),
+                            latent_dim=args.latent_dim, hidden=args.hidden, width=args.width,
+                            dropout=args.dropout, upsample=args.upsample,
+                            conditioning=args.conditioning)
+
+
+# ---------------------------------------------------------------------------------------------
+# 5. inversion: one training step of G against the frozen f
+# ---------------------------------------------------------------------------------------------
+def inversion_step(G, f, opt, args, device):
+    N, n = args.batch_size, len(CLASSES)
+    z = torch.randn(N, args.latent_dim, device=device)           # latent z ~ N(0, I)
+    p, y, H = common.sample_conditioning(N, n, device)          # p = softmax(v), y = argmax p, H
+    with common.autocast(device, args.amp):
+        x = G(z, p, H)                                           # x = G(z, p, H)  (N, 1, 28, 28)
+        phi, acts = common.activations(f.features, x)           # phi(x), features for L_cos
+        logits = f.head(phi)                                     # f(x); Q = softmax(f(x))
+        L_inv, terms = common.inversion_loss(logits, phi, p, y, args.alpha, args.beta, args.gamma)
+        loss = L_inv                                             # alpha KL + beta CE + gamma L_cos
+        if args.robust_eps > 0:                                  # Sec. 3: perturbed x keeps y
+            loss = loss + args.robust_weight * common.robust_term(f, x, y, args.robust_eps)
+        if args.stats > 0:                                       # beyond the paper: data statistics
+            loss = loss + args.stats * common.stats_term(acts, f.stats)
+        if args.tv > 0:                                          # beyond the paper: smoothness
+            loss = loss + args.tv * common.tv_term(x)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()                                              # gradients reach G only
+    opt.step()
+    return loss, {**terms, "extra": (loss - L_inv).detach()}
+
+
+# ---------------------------------------------------------------------------------------------
+# 6. results, and main: the paper's steps in order
+# ---------------------------------------------------------------------------------------------
+def run(argv=None):
+    t_start = time.time()
+    args = parse_args(argv)
+    device, out = common.setup(args, QUICK)
+    t0 = time.time()
+    data = load_data(args, device)                                                   # 2. data
+    seconds = {"data": time.time() - t0}
+    f = Classifier(len(CLASSES)).to(device)                                          # 3. f
+    judge = common.Judge(SHAPE[0], len(CLASSES)).to(device)
+    common.warn_if_slow(args, device, f, build_generator(args).to(device), inversion_step)
+    f, judge, accs, secs = common.classifiers(f, judge, data, args, out, DATASET, FLIP)
+    Gs, runs = [], []
+    for k in range(args.num_generators):                                             # 4.-5. G
+        G, result = common.train_inversion(build_generator(args), inversion_step, f, judge,
+                                           data, args, device, out, DATASET, k)
+        Gs.append(G), runs.append(result)
+    return common.write_results(out, Gs, runs, f, judge, data, args, DATASET, CLASSES,   # 6.
+                                accs, {**seconds, **secs}, device, t_start)
+
+
+def main(argv=None):
+    return common.run_main(run, argv, "mnist_inversion.py")
+
+
+if __name__ == "__main__":
+    main()

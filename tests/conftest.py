@@ -1,0 +1,22 @@
+"""Shared test helpers: the repository root on sys.path, the scripts by name, CPU threads."""
+import importlib
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+torch.set_num_threads(2)
+
+SCRIPTS = ["mnist_inversion", "fashion_inversion", "svhn_inversion", "cifar10_inversion"]
+
+
+def load_script(name):
+    return importlib.import_module(name)
+
+
+@pytest.fixture(params=SCRIPTS)
+def script(request):
+    return load_script(request.param)

@@ -1,0 +1,47 @@
+import pytest
+import torch
+
+import common
+
+
+@pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32)])
+@pytest.mark.parametrize("upsample", ["resize", "transposed"])
+@pytest.mark.parametrize("conditioning", ["vector-matrix", "vector", "label"])
+def test_generator_output_shape_and_range(shape, upsample, conditioning):
+    torch.manual_seed(0)
+    C, S, _ = shape
+    G = common.Generator(channels=C, image_size=S, n_classes=10, latent_dim=16, hidden=8, width=16,
+                         dropout=0.5, upsample=upsample, conditioning=conditioning)
+    p, y, H = common.sample_conditioning(5, 10, "cpu")
+    x = G(torch.randn(5, 16), p, H)
+    assert x.shape == (5, C, S, S)
+    assert x.min() >= 0 and x.max() <= 1
+    assert G.image_shape == shape
+
+
+def test_generator_depends_on_p_and_on_H():
+    torch.manual_seed(0)
+    G = common.Generator(latent_dim=8, hidden=8, width=16, dropout=0.0).eval()
+    z = torch.randn(2, 8)
+    p, y, H = common.sample_conditioning(2, 10, "cpu")
+    base = G(z, p, H)
+    assert not torch.allclose(base, G(z, p.flip(1), H))                 # p matters
+    other_y = (y + 1) % 10
+    assert not torch.allclose(base, G(z, p, common.hot_matrix(other_y, 10)))   # H matters
+
+
+def test_sampling_mode_keeps_dropout_on_and_batch_norm_fixed():
+    G = common.Generator(latent_dim=8, hidden=8, width=16, dropout=0.5)
+    common.sampling_mode(G)
+    drop = [m for m in G.modules() if isinstance(m, torch.nn.Dropout2d)]
+    bn = [m for m in G.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert drop and all(m.training for m in drop)
+    assert bn and not any(m.training for m in bn)
+
+
+def test_generate_conditions_on_the_asked_labels():
+    torch.manual_seed(0)
+    G = common.Generator(latent_dim=8, hidden=8, width=16)
+    y = torch.arange(10).repeat(3)
+    x = common.generate(common.sampling_mode(G), y, 10)
+    assert x.shape == (30, 1, 28, 28)

@@ -1,0 +1,79 @@
+import math
+
+import torch
+import torch.nn.functional as F
+
+import common
+
+
+def batch(N=6, n=10, D=12, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(N, n, generator=g, dtype=torch.float64)
+    phi = torch.randn(N, D, generator=g, dtype=torch.float64)
+    p = torch.softmax(torch.randn(N, n, generator=g, dtype=torch.float64), 1)
+    return logits, phi, p, p.argmax(1)
+
+
+def test_kl_term_matches_torch_kl_div_and_the_formula():
+    logits, _, p, _ = batch()
+    ours = common.kl_term(logits, p)
+    reference = F.kl_div(torch.log_softmax(logits, 1), p, reduction="batchmean")
+    assert torch.allclose(ours, reference)
+    q = torch.softmax(logits, 1)
+    by_hand = sum(sum(p[k, i] * math.log(p[k, i] / q[k, i]) for i in range(10)) for k in range(6)) / 6
+    assert abs(ours.item() - by_hand) < 1e-10
+
+
+def test_kl_term_is_zero_when_the_output_matches_p():
+    _, _, p, _ = batch()
+    assert common.kl_term(p.log(), p).abs() < 1e-12
+
+
+def test_ce_term_is_minus_log_probability_of_the_label():
+    logits, _, _, y = batch()
+    q = torch.softmax(logits, 1)
+    by_hand = -sum(math.log(q[k, y[k]]) for k in range(6)) / 6
+    assert abs(common.ce_term(logits, y).item() - by_hand) < 1e-10
+
+
+def test_cosine_term_matches_an_explicit_double_loop():
+    _, phi, _, _ = batch(N=7)
+    N = len(phi)
+    total = 0.0
+    for i in range(N):
+        for j in range(N):
+            if i != j:
+                a, b = phi[i], phi[j]
+                total += (a @ b / (a.norm() * b.norm())).item()
+    assert abs(common.cosine_term(phi).item() - total / (N * (N - 1))) < 1e-10
+
+
+def test_cosine_term_of_identical_features_is_one_and_flattens_maps():
+    phi = torch.randn(1, 3, 4, 4).repeat(5, 1, 1, 1)
+    assert abs(common.cosine_term(phi).item() - 1.0) < 1e-6
+
+
+def test_inversion_loss_is_the_weighted_sum_and_weights_act_as_weights():
+    logits, phi, p, y = batch()
+    total, terms = common.inversion_loss(logits, phi, p, y, 0.5, 2.0, 3.0)
+    kl, ce, cos = common.kl_term(logits, p), common.ce_term(logits, y), common.cosine_term(phi)
+    assert torch.allclose(total, 0.5 * kl + 2.0 * ce + 3.0 * cos)
+    assert torch.allclose(terms["kl"], kl) and torch.allclose(terms["ce"], ce)
+    assert torch.allclose(terms["cos"], cos)
+    only_ce, _ = common.inversion_loss(logits, phi, p, y, 0.0, 1.0, 0.0)
+    assert torch.allclose(only_ce, ce)
+    doubled, _ = common.inversion_loss(logits, phi, p, y, 1.0, 2.0, 6.0)
+    assert torch.allclose(doubled - common.inversion_loss(logits, phi, p, y, 1.0, 1.0, 3.0)[0], ce + 3 * cos)
+
+
+def test_terms_are_detached_but_the_total_carries_gradient():
+    logits, phi, p, y = batch()
+    logits.requires_grad_(True)
+    total, terms = common.inversion_loss(logits, phi, p, y, 1, 1, 1)
+    assert total.requires_grad and not any(t.requires_grad for t in terms.values())
+
+
+def test_tv_term_of_a_constant_image_is_zero_and_of_a_checkerboard_is_two():
+    assert common.tv_term(torch.full((2, 1, 8, 8), 0.3)) == 0
+    board = (torch.arange(8)[:, None] + torch.arange(8)[None, :]) % 2
+    assert abs(common.tv_term(board.float()[None, None]).item() - 2.0) < 1e-6

@@ -1,0 +1,60 @@
+import torch
+
+import common
+
+
+def test_collapsed_batch_has_zero_diversity_and_distinct_images_positive():
+    x = torch.rand(1, 1, 28, 28).repeat(10, 1, 1, 1)
+    assert common.mean_pairwise_distance(x) == 0.0
+    a = torch.zeros(2, 1, 2, 2)
+    a[1] = 1.0                                            # distance sqrt(4) = 2 for the one pair
+    assert abs(common.mean_pairwise_distance(a) - 2.0) < 1e-12
+
+
+def test_frechet_distance_of_identical_sets_is_zero_and_of_a_shift_is_its_square():
+    torch.manual_seed(0)
+    a = torch.randn(500, 6)
+    assert common.frechet_distance(a, a) < 1e-6
+    shift = torch.tensor([3.0, 0, 0, 0, 0, 0])
+    assert abs(common.frechet_distance(a, a + shift) - 9.0) < 1e-6
+
+
+def test_frechet_distance_of_gaussians_matches_the_closed_form():
+    # independent Gaussians, variances s1 and s2 per dimension: sum (s1 + s2 - 2 sqrt(s1 s2))
+    torch.manual_seed(1)
+    a = torch.randn(200000, 2) * torch.tensor([1.0, 2.0])
+    b = torch.randn(200000, 2) * torch.tensor([3.0, 2.0])
+    expected = (1 + 9 - 2 * 3) + (4 + 4 - 2 * 4)
+    assert abs(common.frechet_distance(a, b) - expected) < 0.1
+
+
+def test_a_sample_that_is_a_training_image_has_nn_distance_zero():
+    torch.manual_seed(0)
+    train = torch.rand(50, 1, 28, 28)
+    samples = torch.stack([train[7], train[31], train[7] + 0.1])
+    d, idx = common.nearest_neighbours(samples, train)
+    assert d[0] < 1e-4 and d[1] < 1e-4
+    assert idx.tolist()[:2] == [7, 31]
+    assert abs(d[2].item() - 0.1 * 28) < 1e-3             # ||0.1 * ones(784)|| = 2.8
+
+
+def test_inversion_metrics_on_real_images_score_like_real_data():
+    # samples that ARE test images: diversity ratio 1, classifiers that read labels perfectly
+    torch.manual_seed(0)
+    x = torch.rand(200, 1, 8, 8)
+    y = torch.arange(200) % 10
+
+    class Oracle(torch.nn.Module):                       # reads the label hidden in pixel 0
+        def __init__(self):
+            super().__init__()
+            self.features = torch.nn.Flatten()
+
+        def forward(self, img):
+            return torch.nn.functional.one_hot((img[:, 0, 0, 0] * 10).long(), 10).float() * 20
+    x[:, 0, 0, 0] = (y.float() + 0.5) / 10
+    data = {"x_train": x, "y_train": y, "x_test": x, "y_test": y}
+    m = common.inversion_metrics(x, y, Oracle(), Oracle(), data, 10)
+    assert m["target_accuracy"] == 1.0 and m["judge_accuracy"] == 1.0
+    assert abs(m["diversity_ratio"] - 1.0) < 1e-9
+    assert m["nn_distance"] < 1e-3
+    assert len(m["per_class_target_accuracy"]) == 10

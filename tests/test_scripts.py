@@ -1,0 +1,108 @@
+"""Each script end to end: --fake-data --dry-run writes every output, samples.pt keeps its
+contract, a second run reuses the cached classifier, and the real on-disk formats run too."""
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import common
+import formats
+from conftest import ROOT, SCRIPTS, load_script
+
+OUTPUTS = ["classifier.pt", "judge.pt", "generator.pt", "samples.pt", "samples.png", "nearest.png",
+           "intensity.png", "losses.png", "metrics.png", "metrics.json"]
+
+
+def finite(obj):
+    if isinstance(obj, dict):
+        return all(finite(v) for v in obj.values())
+    if isinstance(obj, list):
+        return all(finite(v) for v in obj)
+    return not isinstance(obj, float) or math.isfinite(obj)
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_dry_run_writes_every_output_and_samples_follow_the_contract(tmp_path, name):
+    mod = load_script(name)
+    out = tmp_path / "run"
+    metrics = mod.main(["--fake-data", "--dry-run", "--device", "cpu", "--out-dir", str(out),
+                        "--eval-per-class", "5"])
+    for f in OUTPUTS:
+        assert (out / f).is_file() and (out / f).stat().st_size > 0, f
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]      # no temporary files
+    samples = torch.load(out / "samples.pt")
+    C, H, W = mod.SHAPE
+    images, labels = samples["images"], samples["labels"]
+    assert images.dtype == torch.float32 and images.shape == (50, C, H, W)
+    assert images.min() >= 0 and images.max() <= 1
+    assert labels.dtype == torch.long and labels.tolist() == sorted(list(range(10)) * 5)
+    saved = json.loads((out / "metrics.json").read_text())
+    inv = saved["inversion"]
+    for key in ["target_accuracy", "per_class_target_accuracy", "mean_confidence", "judge_accuracy",
+                "diversity_ratio", "feature_cosine", "frechet_distance", "frechet_distance_real",
+                "nn_distance"]:
+        assert key in inv, key
+    assert len(inv["per_class_target_accuracy"]) == 10
+    assert 0 <= saved["classifier"]["test_accuracy"] <= 1 and 0 <= saved["judge"]["test_accuracy"] <= 1
+    assert set(saved["seconds"]) >= {"data", "classifier", "judge", "generator", "total"}
+    assert saved["history"][0] and finite(saved)
+    assert saved["config"]["fake_data"] is True and saved["device"] == "cpu"
+    ckpt = torch.load(out / "generator.pt", weights_only=False)
+    assert ckpt["step"] == 4 and ckpt["dataset"] == mod.DATASET and "optimizer" in ckpt
+    assert metrics["inversion"] == inv
+
+
+def test_second_run_reuses_the_cached_classifier_unless_retrain(tmp_path, capsys):
+    mod = load_script("mnist_inversion")
+    argv = ["--fake-data", "--dry-run", "--device", "cpu", "--out-dir", str(tmp_path), "--eval-per-class", "3"]
+    mod.main(argv)
+    stamp = (tmp_path / "classifier.pt").stat().st_mtime_ns
+    capsys.readouterr()
+    mod.main(argv)
+    assert "classifier: reusing" in capsys.readouterr().out
+    assert (tmp_path / "classifier.pt").stat().st_mtime_ns == stamp
+    mod.main(argv + ["--retrain"])
+    assert (tmp_path / "classifier.pt").stat().st_mtime_ns != stamp
+
+
+def test_several_generators_are_the_columns_of_samples_png(tmp_path):
+    mod = load_script("fashion_inversion")
+    mod.main(["--fake-data", "--dry-run", "--device", "cpu", "--out-dir", str(tmp_path),
+              "--eval-per-class", "4", "--num-generators", "2"])
+    assert (tmp_path / "generator.pt").exists() and (tmp_path / "generator_1.pt").exists()
+    a = torch.load(tmp_path / "generator.pt", weights_only=False)["model"]
+    b = torch.load(tmp_path / "generator_1.pt", weights_only=False)["model"]
+    assert any(not torch.equal(a[k], b[k]) for k in a)                  # different seeds
+
+
+@pytest.mark.parametrize("name,writer", [
+    ("mnist_inversion", lambda root: formats.write_idx_dataset(root, "MNIST", compress=True)),
+    ("fashion_inversion", lambda root: formats.write_idx_dataset(root, "FashionMNIST")),
+    ("svhn_inversion", formats.write_svhn_dataset),
+    ("cifar10_inversion", formats.write_cifar_dataset)])
+def test_scripts_run_on_files_in_the_real_format_without_downloading(tmp_path, monkeypatch, name, writer):
+    writer(tmp_path / "data")
+    monkeypatch.setattr(common, "download", lambda *a: (_ for _ in ()).throw(AssertionError("download")))
+    mod = load_script(name)
+    metrics = mod.main(["--data-dir", str(tmp_path / "data"), "--dry-run", "--device", "cpu",
+                        "--out-dir", str(tmp_path / "out"), "--eval-per-class", "2"])
+    assert metrics["fake_data"] is False and (tmp_path / "out" / "samples.png").exists()
+
+
+def test_importing_a_script_does_nothing(tmp_path):
+    code = ("import os, sys; sys.path.insert(0, %r); os.chdir(%r); "
+            "import mnist_inversion, fashion_inversion, svhn_inversion, cifar10_inversion; "
+            "print(sorted(os.listdir('.')))") % (str(ROOT), str(tmp_path))
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.strip() == "[]" and result.stderr == ""
+
+
+def test_command_line_run_as_a_user_would(tmp_path):
+    result = subprocess.run([sys.executable, str(ROOT / "mnist_inversion.py"), "--fake-data", "--dry-run",
+                             "--device", "cpu", "--out-dir", str(tmp_path), "--eval-per-class", "2"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "device: cpu" in result.stdout and "L_inv" in result.stdout and "ETA" in result.stdout

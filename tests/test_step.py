@@ -1,0 +1,86 @@
+"""One inversion step: G's weights move, the frozen classifier's do not and get no gradient."""
+import torch
+
+import common
+from conftest import load_script
+
+
+def make(script_name, **overrides):
+    mod = load_script(script_name)
+    args = mod.parse_args(["--fake-data", "--device", "cpu", "--batch-size", "8", "--width", "16",
+                           "--latent-dim", "8", "--hidden", "8"] + [a for k, v in overrides.items()
+                                                                    for a in (f"--{k}", str(v))])
+    f = common.freeze(mod.Classifier(len(mod.CLASSES)))
+    f.stats = common.feature_statistics(f, torch.rand(16, *mod.SHAPE))
+    G = mod.build_generator(args)
+    opt = torch.optim.Adam(G.parameters(), lr=1e-2)
+    return mod, args, f, G, opt
+
+
+def check_one_step(script_name, **overrides):
+    torch.manual_seed(0)
+    mod, args, f, G, opt = make(script_name, **overrides)
+    f_before = {k: v.clone() for k, v in f.state_dict().items()}
+    G_before = {k: v.clone() for k, v in G.named_parameters()}
+    loss, terms = mod.inversion_step(G, f, opt, args, torch.device("cpu"))
+    assert torch.isfinite(loss)
+    assert set(terms) == {"kl", "ce", "cos", "extra"}
+    for name, value in f.state_dict().items():
+        assert torch.equal(value, f_before[name]), f"classifier {name} changed"
+    assert all(p.grad is None for p in f.parameters()), "a gradient reached the classifier"
+    assert all(not p.requires_grad for p in f.parameters())
+    changed = [n for n, p in G.named_parameters() if not torch.equal(p, G_before[n])]
+    assert len(changed) == len(G_before), f"unchanged generator weights: {set(G_before) - set(changed)}"
+    return terms
+
+
+def test_one_step_trains_the_generator_only_28px():
+    terms = check_one_step("fashion_inversion")
+    assert terms["extra"] == 0                           # no term beyond L_inv by default
+
+
+def test_one_step_trains_the_generator_only_32px():
+    check_one_step("cifar10_inversion")
+
+
+def test_robust_and_prior_terms_also_leave_the_classifier_alone():
+    terms = check_one_step("mnist_inversion", **{"robust-eps": 0.1, "tv": 0.5, "stats": 0.1})
+    assert terms["extra"] > 0
+
+
+def test_step_gradient_equals_the_gradient_of_the_paper_loss():
+    torch.manual_seed(0)
+    mod, args, f, G, opt = make("mnist_inversion", alpha=0.7, beta=1.3, gamma=2.0)
+    G.eval()                                             # no dropout: same x twice
+    torch.manual_seed(5)
+    mod.inversion_step(G, f, torch.optim.SGD(G.parameters(), lr=0.0), args, torch.device("cpu"))
+    step_grads = [p.grad.clone() for p in G.parameters()]
+    torch.manual_seed(5)                                  # same z, p in the same order
+    z = torch.randn(args.batch_size, args.latent_dim)
+    p, y, H = common.sample_conditioning(args.batch_size, 10, "cpu")
+    x = G(z, p, H)
+    phi = f.features(x)
+    logits = f.head(phi)
+    q = torch.softmax(logits, 1)
+    kl = (p * (p.log() - q.log())).sum(1).mean()
+    ce = -q[torch.arange(len(y)), y].log().mean()
+    u = phi / phi.norm(dim=1, keepdim=True)
+    cos = ((u @ u.T).sum() - len(u)) / (len(u) * (len(u) - 1))
+    G.zero_grad()
+    (0.7 * kl + 1.3 * ce + 2.0 * cos).backward()
+    for a, b in zip(step_grads, [p.grad for p in G.parameters()]):
+        assert torch.allclose(a, b, atol=1e-6, rtol=1e-4)
+
+
+def test_robust_term_uses_a_perturbation_within_the_bound():
+    torch.manual_seed(0)
+    mod, args, f, G, opt = make("mnist_inversion")
+    x = torch.rand(4, 1, 28, 28, requires_grad=True)
+    y = torch.arange(4)
+    eps = 0.05
+    term = common.robust_term(f, x, y, eps)
+    assert term.requires_grad                            # gradient flows back to x (and so G)
+    # the worst case within the bound is at least as bad as the clean image, to first order
+    clean = torch.nn.functional.cross_entropy(f(x), y)
+    assert term >= clean - 1e-6
+    assert common.robust_term(f, x, y, 0.0).item() == clean.item()
