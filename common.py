@@ -369,6 +369,8 @@ def build_parser(dataset, description, defaults, quick):
     add("--amp", action="store_true", help="bfloat16 autocast on CUDA")
     add("--compile", action="store_true", help="torch.compile the models")
     add("--fake-data", action="store_true", help="synthetic dataset-shaped data; never downloads")
+    add("--fake-size", type=positive_int, default=3000,
+        help="training images of --fake-data (set it to the real size to time a full run)")
     add("--dry-run", action="store_true", help="a handful of steps per phase, all outputs written")
     add("--quick", action="store_true", help="preset for a laptop CPU: " +
         ", ".join(f"{k.replace('_', '-')}={v}" for k, v in quick.items()))
@@ -553,7 +555,7 @@ def fake_dataset(shape, n_classes=10, n_train=3000, n_test=1000, seed=1234):
 def load_data(name, shape, args, device):
     """Whole splits as float tensors in [0, 1] on the device: x (N, C, H, W), y (N,)."""
     if args.fake_data:
-        x_tr, y_tr, x_te, y_te = fake_dataset(shape)
+        x_tr, y_tr, x_te, y_te = fake_dataset(shape, n_train=getattr(args, "fake_size", 3000))
         print(f"data: synthetic {name}-shaped data (--fake-data)")
     else:
         root = Path(args.data_dir)
@@ -762,7 +764,7 @@ def train_generator(step_fn, G, opt, args, device, ckpt_path, signature, evaluat
             G.train()
             loss, terms = step_fn()
             step += 1
-            new = torch.stack([loss.detach().float(), terms["kl"], terms["ce"], terms["cos"], terms["extra"]])
+            new = torch.stack([t.float() for t in (loss.detach(), terms["kl"], terms["ce"], terms["cos"], terms["extra"])])
             sums = new if sums is None else sums + new
             last = step == args.generator_steps
             if step % args.log_every == 0 or last:

@@ -1,0 +1,171 @@
+"""Throughput of this project's training loops against a plain baseline, in one run.
+
+    python benchmark.py --device cpu --quick       # under two minutes on a 2-core CPU
+    python benchmark.py                           # on the GPU if there is one
+
+For each image shape (1x28x28: the MNIST/Fashion-MNIST scripts; 3x32x32: SVHN/CIFAR-10) it
+times, in images per second:
+  classifier training   project: the whole split on the device, batches by indexing a random
+                        permutation, augmentation on the device, no host sync per step
+                        (common.fit_classifier's loop); baseline: a DataLoader over a
+                        TensorDataset on the CPU, each batch copied to the device, loss.item()
+                        every step.
+  inversion training    project: the script's inversion_step, terms kept on the device;
+                        baseline: the same models and loss, with the hot matrix H built row by
+                        row on the CPU and copied over, and every loss term read with .item()
+                        each step (the usual way of logging).
+On CUDA it also times the project's inversion step with --amp and with --compile.
+The last line printed is one JSON object; keys ending in "speedup" are project / baseline.
+"""
+import argparse
+import json
+import time
+
+import torch
+import torch.nn.functional as F
+
+import cifar10_inversion
+import common
+import fashion_inversion
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(fn, steps, warmup, device):
+    """Images/s of fn() (which returns its batch size), after warm-up steps."""
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    t0 = time.perf_counter()
+    images = sum(fn() for _ in range(steps))
+    sync(device)
+    return images / (time.perf_counter() - t0)
+
+
+def classifier_project(f, x, y, batch, device):
+    opt = torch.optim.Adam(f.parameters(), lr=1e-3)
+    order = torch.randperm(len(x), device=device)
+    state = {"i": 0}
+
+    def step():
+        i = state["i"] % (len(x) // batch)
+        state["i"] += 1
+        idx = order[i * batch:(i + 1) * batch]
+        loss = F.cross_entropy(f(common.augment(x[idx])), y[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return batch
+    return step
+
+
+def classifier_baseline(f, x, y, batch, device):
+    opt = torch.optim.Adam(f.parameters(), lr=1e-3)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x.cpu(), y.cpu()),
+                                         batch_size=batch, shuffle=True, drop_last=True)
+    state = {"it": iter(loader)}
+    log = []
+
+    def step():
+        try:
+            xb, yb = next(state["it"])
+        except StopIteration:
+            state["it"] = iter(loader)
+            xb, yb = next(state["it"])
+        xb, yb = xb.to(device), yb.to(device)
+        xb = common.augment(xb)
+        loss = F.cross_entropy(f(xb), yb)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        log.append(loss.item())
+        return batch
+    return step
+
+
+def inversion_baseline(G, f, opt, args, device):
+    n, N = 10, args.batch_size
+    z = torch.randn(N, args.latent_dim, device=device)
+    v = torch.randn(N, n, device=device)
+    p = torch.softmax(v, 1)
+    y = p.argmax(1)
+    H = torch.zeros(N, 1, n, n)
+    for i, label in enumerate(y.tolist()):              # row by row on the CPU
+        H[i, 0, label, :] = 1
+        H[i, 0, :, label] = 1
+    x = G(z, p, H.to(device))
+    phi = f.features(x)
+    loss, terms = common.inversion_loss(f.head(phi), phi, p, y, args.alpha, args.beta, args.gamma)
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    [t.item() for t in terms.values()] + [loss.item()]   # logged every step
+    return N
+
+
+def bench_shape(mod, device, args_cli, results):
+    C, S, _ = mod.SHAPE
+    tag = f"{C}x{S}x{S}"
+    cb, gb = args_cli.classifier_batch, args_cli.generator_batch
+    steps = args_cli.steps
+    x = torch.rand(max(8 * cb, 4096), C, S, S, device=device)
+    y = torch.randint(0, 10, (len(x),), device=device)
+    for name, make in [("project", classifier_project), ("baseline", classifier_baseline)]:
+        torch.manual_seed(0)
+        f = mod.Classifier().to(device).train()
+        results[f"classifier_{tag}_{name}"] = timed(make(f, x, y, cb, device), steps, 3, device)
+    argv = ["--batch-size", str(gb), "--device", str(device.type)]
+    variants = [("project", []), ("baseline", [])]
+    if device.type == "cuda":
+        variants += [("project_amp", ["--amp"]), ("project_compile", ["--compile"])]
+    for name, extra in variants:
+        torch.manual_seed(0)
+        gen_args = mod.parse_args(argv + extra)
+        f = common.freeze(mod.Classifier().to(device))
+        G = mod.build_generator(gen_args).to(device).train()
+        opt = torch.optim.Adam(G.parameters(), lr=1e-4)
+        G_run = torch.compile(G) if gen_args.compile else G
+        f_run = torch.compile(f) if gen_args.compile else f
+        if name == "baseline":
+            fn = lambda: inversion_baseline(G_run, f_run, opt, gen_args, device)     # noqa: E731
+        else:
+            fn = lambda: (mod.inversion_step(G_run, f_run, opt, gen_args, device), gen_args.batch_size)[1]  # noqa: E731
+        try:
+            results[f"inversion_{tag}_{name}"] = timed(fn, steps, 10 if gen_args.compile else 3, device)
+        except Exception as e:                       # e.g. no compiler toolchain for --compile
+            print(f"{tag} {name}: skipped ({type(e).__name__}: {str(e).splitlines()[0][:120]})")
+    for phase in ("classifier", "inversion"):
+        results[f"{phase}_{tag}_speedup"] = results[f"{phase}_{tag}_project"] / results[f"{phase}_{tag}_baseline"]
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="auto", choices=["auto", "cuda", "mps", "cpu"])
+    ap.add_argument("--quick", action="store_true", help="fewer, smaller steps (a 2-core CPU in < 2 min)")
+    ap.add_argument("--steps", type=common.positive_int, default=None, help="timed steps per measurement")
+    args = ap.parse_args(argv)
+    device = common.choose_device(args.device)
+    args.classifier_batch, args.generator_batch = (128, 64) if args.quick else (512, 256)
+    args.steps = args.steps or (8 if args.quick else 50)
+    results = {"device": str(device) + (f" ({torch.cuda.get_device_name()})" if device.type == "cuda" else ""),
+               "threads": torch.get_num_threads(), "steps": args.steps,
+               "classifier_batch": args.classifier_batch, "generator_batch": args.generator_batch}
+    for mod in (fashion_inversion, cifar10_inversion):
+        bench_shape(mod, device, args, results)
+    print(f"\n{'measurement (images/s)':<40} {'project':>10} {'baseline':>10} {'speedup':>8}")
+    for key in [k for k in results if k.endswith("_speedup")]:
+        base = key[:-len("_speedup")]
+        print(f"{base:<40} {results[base + '_project']:>10.0f} {results[base + '_baseline']:>10.0f} "
+              f"{results[key]:>8.2f}")
+        for extra in ("amp", "compile"):
+            if f"{base}_project_{extra}" in results:
+                print(f"{base + ' --' + extra:<40} {results[base + '_project_' + extra]:>10.0f}")
+    print(json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in results.items()}))
+    return results
+
+
+if __name__ == "__main__":
+    main()

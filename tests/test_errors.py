@@ -1,0 +1,210 @@
+"""Bad input and interruption: one clear line, non-zero exit, no traceback, nothing lost."""
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import common
+from conftest import ROOT, load_script
+
+FAST = ["--fake-data", "--device", "cpu", "--classifier-epochs", "1", "--train-subset", "256",
+        "--batch-size", "8", "--width", "16", "--latent-dim", "8", "--hidden", "8",
+        "--eval-per-class", "2", "--log-every", "2", "--eval-every", "4", "--checkpoint-every", "4"]
+
+
+@pytest.fixture
+def no_estimate(monkeypatch):
+    """The CPU time estimate runs two inversion steps of its own; keep them out of the count."""
+    monkeypatch.setattr(common, "warn_if_slow", lambda *a: None)
+
+
+def run_cli(*argv, timeout=300):
+    result = subprocess.run([sys.executable, str(ROOT / "mnist_inversion.py"), *argv],
+                            capture_output=True, text=True, timeout=timeout)
+    return result.returncode, result.stdout, result.stderr
+
+
+def one_line_error(stderr, *words):
+    lines = [line for line in stderr.strip().splitlines() if line]
+    assert len(lines) == 1, stderr
+    assert "Traceback" not in stderr and "error" in lines[0]
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+
+
+@pytest.mark.parametrize("flag,value,words", [
+    ("--generator-steps", "0", ["--generator-steps", "positive"]),
+    ("--classifier-epochs", "-1", ["--classifier-epochs", "positive"]),
+    ("--batch-size", "0", ["--batch-size", "positive"]),
+    ("--alpha", "nan", ["--alpha", "finite"]),
+    ("--gamma", "inf", ["--gamma", "finite"]),
+    ("--device", "tpu", ["--device", "invalid choice"]),
+    ("--batch-size", "many", ["--batch-size"]),
+])
+def test_bad_flag_values(flag, value, words):
+    code, out, err = run_cli("--fake-data", flag, value, timeout=60)
+    assert code == 2
+    one_line_error(err, *words)
+
+
+def test_cuda_asked_for_without_cuda(monkeypatch, capsys):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit) as e:
+        load_script("mnist_inversion").main(["--fake-data", "--device", "cuda"])
+    assert e.value.code == 2
+    one_line_error(capsys.readouterr().err, "--device cuda", "CUDA")
+
+
+def test_mps_asked_for_without_mps(monkeypatch, capsys):
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    with pytest.raises(SystemExit) as e:
+        load_script("mnist_inversion").main(["--fake-data", "--device", "mps"])
+    assert e.value.code == 2
+    one_line_error(capsys.readouterr().err, "--device mps")
+
+
+def test_missing_dataset_offline(tmp_path, monkeypatch, capsys):
+    import torchvision
+    import urllib.error
+
+    def offline(*a, **k):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+    monkeypatch.setattr(torchvision.datasets, "MNIST", offline)
+    with pytest.raises(SystemExit) as e:
+        load_script("mnist_inversion").main(["--data-dir", str(tmp_path), "--device", "cpu",
+                                             "--out-dir", str(tmp_path / "out")])
+    assert e.value.code == 2
+    one_line_error(capsys.readouterr().err, str(tmp_path / "MNIST" / "raw"), "train-images-idx3-ubyte",
+                   "--fake-data")
+
+
+def test_out_dir_that_cannot_be_created(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    code, out, err = run_cli("--fake-data", "--dry-run", "--device", "cpu", "--out-dir", str(blocker / "run"))
+    assert code == 2
+    one_line_error(err, "--out-dir", str(blocker / "run"))
+
+
+def test_checkpoint_that_is_not_a_checkpoint(tmp_path):
+    (tmp_path / "classifier.pt").write_bytes(b"this is not a checkpoint")
+    code, out, err = run_cli(*FAST, "--generator-steps", "2", "--out-dir", str(tmp_path))
+    assert code == 2
+    one_line_error(err, "classifier.pt", "not a readable checkpoint")
+    assert (tmp_path / "classifier.pt").read_bytes() == b"this is not a checkpoint"   # left for the user
+
+
+def test_checkpoint_of_another_script_is_refused_naming_both(tmp_path, capsys):
+    load_script("fashion_inversion").main(FAST + ["--generator-steps", "2", "--out-dir", str(tmp_path)])
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        load_script("mnist_inversion").main(FAST + ["--generator-steps", "2", "--out-dir", str(tmp_path)])
+    assert e.value.code == 2
+    one_line_error(capsys.readouterr().err, "FashionMNIST", "MNIST", "refusing")
+
+
+def test_generator_of_another_architecture_is_refused_on_resume(tmp_path, capsys):
+    mod = load_script("mnist_inversion")
+    mod.main(FAST + ["--generator-steps", "2", "--out-dir", str(tmp_path)])
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        mod.main(FAST + ["--generator-steps", "4", "--out-dir", str(tmp_path), "--resume", "--width", "32"])
+    assert e.value.code == 2
+    one_line_error(capsys.readouterr().err, "generator.pt", "arch", "refusing")
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, capsys):
+    mod = load_script("mnist_inversion")
+    mod.main(FAST + ["--generator-steps", "4", "--out-dir", str(tmp_path)])
+    good = torch.load(tmp_path / "generator.pt", weights_only=False)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:               # alpha * KL overflows to inf
+        mod.main(FAST + ["--generator-steps", "8", "--out-dir", str(tmp_path), "--resume", "--alpha", "1e308",
+                         "--beta", "1e308"])
+    assert e.value.code == 2
+    one_line_error(capsys.readouterr().err, "smaller --lr", "generator.pt")
+    kept = torch.load(tmp_path / "generator.pt", weights_only=False)
+    assert kept["step"] == 4
+    assert all(torch.equal(kept["model"][k], good["model"][k]) for k in good["model"])
+
+
+def test_out_of_memory_suggests_a_smaller_batch(monkeypatch, capsys, tmp_path):
+    def oom(*a, **k):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+    monkeypatch.setattr(common, "fit_classifier", oom)
+    with pytest.raises(SystemExit) as e:
+        load_script("mnist_inversion").main(FAST + ["--out-dir", str(tmp_path)])
+    assert e.value.code == 2
+    one_line_error(capsys.readouterr().err, "out of memory", "--batch-size")
+
+
+def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path, monkeypatch, capsys, no_estimate):
+    mod = load_script("mnist_inversion")
+    real_step, calls = mod.inversion_step, []
+
+    def interrupted(*a):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real_step(*a)
+    monkeypatch.setattr(mod, "inversion_step", interrupted)
+    with pytest.raises(SystemExit) as e:
+        mod.main(FAST + ["--generator-steps", "8", "--out-dir", str(tmp_path)])
+    assert e.value.code == 130
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "--resume" in err
+    assert torch.load(tmp_path / "generator.pt", weights_only=False)["step"] == 2
+
+
+def test_killed_run_resumes_to_the_same_result_as_an_uninterrupted_run(tmp_path, monkeypatch, capsys,
+                                                                      no_estimate):
+    mod = load_script("mnist_inversion")
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    mod.main(FAST + ["--generator-steps", "10", "--out-dir", str(whole)])
+    reference = torch.load(whole / "generator.pt", weights_only=False)
+    # the same run, killed hard at step 7 (no chance to save: the last checkpoint is step 4)
+    real_step, calls = mod.inversion_step, []
+
+    def killed(*a):
+        calls.append(1)
+        if len(calls) == 7:
+            raise RuntimeError("killed")
+        return real_step(*a)
+    monkeypatch.setattr(mod, "inversion_step", killed)
+    with pytest.raises(RuntimeError):
+        mod.main(FAST + ["--generator-steps", "10", "--out-dir", str(cut)])
+    assert torch.load(cut / "generator.pt", weights_only=False)["step"] == 4
+    monkeypatch.setattr(mod, "inversion_step", real_step)
+    capsys.readouterr()
+    mod.main(FAST + ["--generator-steps", "10", "--out-dir", str(cut), "--resume"])
+    out = capsys.readouterr().out
+    assert "classifier: reusing" in out and "resuming" in out and "from step 4" in out
+    resumed = torch.load(cut / "generator.pt", weights_only=False)
+    assert resumed["step"] == 10
+    for k in reference["model"]:
+        assert torch.allclose(resumed["model"][k].float(), reference["model"][k].float(), atol=1e-6), k
+    assert resumed["history"]["loss"] == pytest.approx(reference["history"]["loss"], rel=1e-5)
+
+
+def test_resume_with_more_steps_continues_to_the_new_total(tmp_path, capsys):
+    mod = load_script("mnist_inversion")
+    mod.main(FAST + ["--generator-steps", "4", "--out-dir", str(tmp_path)])
+    assert "Add --quick" in capsys.readouterr().out          # a CPU run without --quick says so
+    mod.main(FAST + ["--generator-steps", "8", "--out-dir", str(tmp_path), "--resume"])
+    assert torch.load(tmp_path / "generator.pt", weights_only=False)["step"] == 8
+
+
+def test_checkpoints_are_written_atomically(tmp_path, monkeypatch):
+    path = tmp_path / "x.pt"
+    common.save_checkpoint(path, {"kind": "generator", "v": 1})
+
+    def broken_save(obj, fh):
+        fh.write(b"half a fi")
+        raise OSError("disk full")
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError):
+        common.save_checkpoint(path, {"kind": "generator", "v": 2})
+    monkeypatch.undo()
+    assert torch.load(path, weights_only=False)["v"] == 1                  # the old file is intact
+    assert [p.name for p in tmp_path.iterdir()] == ["x.pt"]                 # no temporary left

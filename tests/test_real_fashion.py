@@ -1,0 +1,35 @@
+"""A short CPU run on the real Fashion-MNIST (Debian's dataset-fashion-mnist), with --quick."""
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import load_script
+
+DEBIAN = Path("/usr/share/datasets/fashion-mnist")
+FILES = ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+         "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"]
+
+
+@pytest.fixture(scope="module")
+def fashion_dir(tmp_path_factory):
+    if not all((DEBIAN / f).exists() for f in FILES):
+        if os.environ.get("CI"):
+            pytest.fail("CI must install Debian's dataset-fashion-mnist (see .ci/run)")
+        pytest.skip("Debian's dataset-fashion-mnist is not installed")
+    root = tmp_path_factory.mktemp("data")
+    raw = root / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    for f in FILES:                       # the .gz files as Debian ships them: read as they are
+        shutil.copy(DEBIAN / f, raw / f)
+    return root
+
+
+def test_quick_run_on_real_fashion_mnist(fashion_dir, tmp_path):
+    metrics = load_script("fashion_inversion").main(
+        ["--quick", "--device", "cpu", "--data-dir", str(fashion_dir), "--out-dir", str(tmp_path)])
+    assert metrics["fake_data"] is False
+    assert metrics["classifier"]["test_accuracy"] >= 0.85
+    assert metrics["inversion"]["target_accuracy"] >= 0.90
+    assert metrics["config"]["train_subset"] == 30000          # the quick preset was applied

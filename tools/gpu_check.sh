@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# One prepared run on a lent GPU machine: default-length runs, the benchmark, and a sweep of
+# inversion variants on the real Fashion-MNIST.  Expects the Fashion-MNIST .gz files in
+# gpu_data/FashionMNIST/raw (git-ignored; carried along).  Writes logs and a table to $OUT.
+# Usage: bash tools/gpu_check.sh [seconds budget for the sweep]
+set -u
+export PYTHONUNBUFFERED=1
+OUT=${OUT:-/tmp/gpu_out}; mkdir -p "$OUT"
+budget=${1:-300}
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
+python3 -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__)" | tee -a "$OUT/gpu.txt"
+summ() {  # name dir
+  python3 - "$1" "$2" <<'PY' | tee -a "$OUT/table.txt"
+import json, sys
+try:
+    m = json.load(open(sys.argv[2] + "/metrics.json"))
+except Exception as e:
+    print(f"{sys.argv[1]:<16} failed: {e}"); sys.exit()
+i, s = m["inversion"], m["seconds"]
+print(f"{sys.argv[1]:<16} f {m['classifier']['test_accuracy']:.4f} judge_test {m['judge']['test_accuracy']:.4f} "
+      f"tgt {i['target_accuracy']:.3f} judge {i['judge_accuracy']:.3f} div {i['diversity_ratio']:.3f} "
+      f"fd {i['frechet_distance']:.2f}/{i['frechet_distance_real']:.2f} nn {i['nn_distance']:.2f} "
+      f"sec data {s['data']:.1f} clf {s['classifier']:.1f} judge {s['judge']:.1f} gen {s['generator']:.1f} total {s['total']:.1f}")
+PY
+}
+# 1. the default Fashion-MNIST run, end to end, timed
+/usr/bin/time -f "%e s wall" python3 fashion_inversion.py --data-dir gpu_data --out-dir runs/fashion \
+  > "$OUT/fashion_default.log" 2>&1; tail -3 "$OUT/fashion_default.log"; summ default runs/fashion
+cp runs/fashion/samples.png "$OUT/fashion_samples.png" 2>/dev/null
+# 2. the benchmark
+timeout 150 python3 benchmark.py --device cuda > "$OUT/benchmark.log" 2>&1; tail -12 "$OUT/benchmark.log"
+# 3. sweep: generator variants on the cached default classifier
+start=$(date +%s)
+run() {  # name flags...
+  local name=$1; shift
+  [ $(( $(date +%s) - start )) -lt "$budget" ] || { echo "$name skipped (budget)" | tee -a "$OUT/table.txt"; return; }
+  mkdir -p runs/sw_$name; cp runs/fashion/classifier.pt runs/fashion/judge.pt runs/sw_$name/ 2>/dev/null
+  timeout 120 python3 fashion_inversion.py --data-dir gpu_data --out-dir runs/sw_$name "$@" > "$OUT/sw_$name.log" 2>&1
+  summ "$name" runs/sw_$name
+}
+run paper
+run stats1 --stats 1
+run stats03 --stats 0.3
+run robust05 --robust-eps 0.05
+run rob_stats --robust-eps 0.05 --stats 1
+run tv05 --tv 0.5
+run gamma0 --gamma 0
+run ce_only --alpha 0 --gamma 0
+run label --conditioning label
+run vector --conditioning vector
+run transposed --upsample transposed
+run gamma5 --gamma 5
+run drop0 --dropout 0
+run noise --retrain --classifier-noise 0.2
+run noise_stats --retrain --classifier-noise 0.2 --stats 1
+for n in stats1 rob_stats noise_stats; do cp runs/sw_$n/samples.png "$OUT/${n}_samples.png" 2>/dev/null; done
+echo; echo "== table"; cat "$OUT/table.txt"
