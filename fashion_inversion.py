@@ -35,8 +35,8 @@ CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
            "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 FLIP = True                                                      # clothes may be mirrored
 DEFAULTS = dict(batch_size=256, classifier_batch_size=256, classifier_epochs=15, classifier_lr=2e-3,
-                classifier_noise=0.0, stats=0.0, generator_steps=3000, lr=5e-4, latent_dim=64, hidden=64,
-                width=128, dropout=0.3, alpha=1.0, beta=1.0, gamma=1.0, robust_eps=0.0, tv=0.0,
+                classifier_noise=0.0, stats=1.0, generator_steps=3000, lr=2e-3, latent_dim=64, hidden=64,
+                width=128, dropout=0.3, alpha=1.0, beta=5.0, gamma=1.0, robust_eps=0.05, tv=0.0,
                 eval_every=250)
 QUICK = dict(classifier_epochs=2, augment=False, train_subset=30000, classifier_batch_size=128,
              generator_steps=600, batch_size=64, width=64, eval_every=100, log_every=50,

@@ -35,12 +35,13 @@ def check_one_step(script_name, **overrides):
 
 
 def test_one_step_trains_the_generator_only_28px():
-    terms = check_one_step("fashion_inversion")
-    assert terms["extra"] == 0                           # no term beyond L_inv by default
+    terms = check_one_step("fashion_inversion", **{"robust-eps": 0, "stats": 0})
+    assert terms["extra"] == 0                           # the paper's L_inv alone
 
 
 def test_one_step_trains_the_generator_only_32px():
-    check_one_step("cifar10_inversion")
+    terms = check_one_step("cifar10_inversion")
+    assert terms["extra"] > 0                            # defaults add the robust and stats terms
 
 
 def test_robust_and_prior_terms_also_leave_the_classifier_alone():
@@ -50,7 +51,8 @@ def test_robust_and_prior_terms_also_leave_the_classifier_alone():
 
 def test_step_gradient_equals_the_gradient_of_the_paper_loss():
     torch.manual_seed(0)
-    mod, args, f, G, opt = make("mnist_inversion", alpha=0.7, beta=1.3, gamma=2.0)
+    mod, args, f, G, opt = make("mnist_inversion", alpha=0.7, beta=1.3, gamma=2.0,
+                                **{"robust-eps": 0, "stats": 0})
     G.eval()                                             # no dropout: same x twice
     torch.manual_seed(5)
     mod.inversion_step(G, f, torch.optim.SGD(G.parameters(), lr=0.0), args, torch.device("cpu"))
@@ -84,3 +86,18 @@ def test_robust_term_uses_a_perturbation_within_the_bound():
     clean = torch.nn.functional.cross_entropy(f(x), y)
     assert term >= clean - 1e-6
     assert common.robust_term(f, x, y, 0.0).item() == clean.item()
+
+
+def test_stats_term_is_zero_at_the_data_statistics_and_grows_away_from_them():
+    torch.manual_seed(0)
+    mod = load_script("mnist_inversion")
+    f = common.freeze(mod.Classifier(10))
+    x = torch.rand(64, 1, 28, 28)
+    stats = common.feature_statistics(f, x, batch=16)         # chunked sums equal one pass
+    _, acts = common.activations(f.features, x)
+    for (mu, var), a in zip(stats, acts):
+        m, v = common.moments(a)
+        assert torch.allclose(mu, m, atol=1e-5) and torch.allclose(var, v, atol=1e-5)
+    assert common.stats_term(acts, stats) < 1e-3
+    _, far = common.activations(f.features, x * 0.2)
+    assert common.stats_term(far, stats) > 0.01

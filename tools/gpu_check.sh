@@ -28,7 +28,7 @@ PY
   > "$OUT/fashion_default.log" 2>&1; tail -3 "$OUT/fashion_default.log"; summ default runs/fashion
 cp runs/fashion/samples.png "$OUT/fashion_samples.png" 2>/dev/null
 # 2. the benchmark
-timeout 150 python3 benchmark.py --device cuda > "$OUT/benchmark.log" 2>&1; tail -12 "$OUT/benchmark.log"
+timeout 100 python3 benchmark.py --device cuda > "$OUT/benchmark.log" 2>&1; tail -12 "$OUT/benchmark.log"
 # 3. sweep: generator variants on the cached default classifier
 start=$(date +%s)
 run() {  # name flags...
