@@ -3,6 +3,7 @@
 # inversion variants on the real Fashion-MNIST.  Expects the Fashion-MNIST .gz files in
 # gpu_data/FashionMNIST/raw (git-ignored; carried along).  Writes logs and a table to $OUT.
 # Usage: bash tools/gpu_check.sh [seconds budget for the sweep]
+#        MODE=defaults bash tools/gpu_check.sh     (default runs of all four scripts only)
 set -u
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/gpu_out}; mkdir -p "$OUT"
@@ -26,7 +27,15 @@ PY
 # 1. the default Fashion-MNIST run, end to end, timed
 /usr/bin/time -f "%e s wall" python3 fashion_inversion.py --data-dir gpu_data --out-dir runs/fashion \
   > "$OUT/fashion_default.log" 2>&1; tail -3 "$OUT/fashion_default.log"; summ default runs/fashion
-cp runs/fashion/samples.png "$OUT/fashion_samples.png" 2>/dev/null
+[ "${MODE:-all}" = "defaults" ] && {
+  # 2'. full default runs of the other scripts on fake data of the real size (timing only)
+  for spec in "cifar10_inversion CIFAR10 50000" "svhn_inversion SVHN 73257" "mnist_inversion MNIST 60000"; do
+    set -- $spec
+    /usr/bin/time -f "%e s wall" python3 $1.py --fake-data --fake-size $3 --out-dir runs/$2 > "$OUT/$2.log" 2>&1
+    tail -1 "$OUT/$2.log"; summ "$2-fake" runs/$2
+  done
+  for f in samples.png nearest.png intensity.png metrics.json; do cp runs/fashion/$f "$OUT/fashion_$f"; done
+  echo; echo "== table"; cat "$OUT/table.txt"; exit 0; }
 # 2. the benchmark
 timeout 100 python3 benchmark.py --device cuda > "$OUT/benchmark.log" 2>&1; tail -12 "$OUT/benchmark.log"
 # 3. sweep: generator variants on the cached default classifier
