@@ -10,7 +10,8 @@ times, in images per second:
                         (common.fit_classifier's loop); baseline: a DataLoader over a
                         TensorDataset on the CPU, each batch copied to the device, loss.item()
                         every step.
-  inversion training    project: the script's inversion_step, terms kept on the device;
+  inversion training    project: the script's inversion_step with the paper's loss alone
+                        (--robust-eps 0 --stats 0), terms kept on the device;
                         baseline: the same models and loss, with the hot matrix H built row by
                         row on the CPU and copied over, and every loss term read with .item()
                         each step (the usual way of logging).
@@ -117,7 +118,8 @@ def bench_shape(mod, device, args_cli, results):
         torch.manual_seed(0)
         f = mod.Classifier().to(device).train()
         results[f"classifier_{tag}_{name}"] = timed(make(f, x, y, cb, device), steps, 3, device)
-    argv = ["--batch-size", str(gb), "--device", str(device.type)]
+    # the paper's loss alone in both (the baseline has no robust term or statistics prior)
+    argv = ["--batch-size", str(gb), "--device", str(device.type), "--robust-eps", "0", "--stats", "0"]
     variants = [("project", []), ("baseline", [])]
     if device.type == "cuda":
         variants += [("project_amp", ["--amp"]), ("project_compile", ["--compile"])]

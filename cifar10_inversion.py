@@ -130,7 +130,8 @@ def run(argv=None):
     seconds = {"data": time.time() - t0}
     f = Classifier(len(CLASSES)).to(device)                                          # 3. f
     judge = common.Judge(SHAPE[0], len(CLASSES)).to(device)
-    common.warn_if_slow(args, device, f, build_generator(args).to(device), inversion_step)
+    common.warn_if_slow(args, device, f, build_generator(args).to(device), inversion_step,
+                       len(data["x_train"]))
     f, judge, accs, secs = common.classifiers(f, judge, data, args, out, DATASET, FLIP)
     Gs, runs = [], []
     for k in range(args.num_generators):                                             # 4.-5. G

@@ -1007,7 +1007,7 @@ def setup(args, quick):
     return device, out
 
 
-def warn_if_slow(args, device, f, G, inversion_step):
+def warn_if_slow(args, device, f, G, inversion_step, n_train):
     """On a CPU without --quick, time two steps of each phase and say how long the run takes."""
     if device.type != "cpu" or args.quick or args.dry_run:
         return
@@ -1024,13 +1024,12 @@ def warn_if_slow(args, device, f, G, inversion_step):
         F.cross_entropy(f_copy(x), y).backward()
         opt_f.step()
     t_f = (time.time() - t0) / 2
-    freeze(f_copy)
+    freeze(f_copy).stats = feature_statistics(f_copy, x)
     t0 = time.time()
     for _ in range(2):
         inversion_step(G_copy, f_copy, opt_G, args, device)
     t_G = (time.time() - t0) / 2
     torch.set_rng_state(state)
-    n_train = args.train_subset or 60000
     total = 2 * t_f * args.classifier_epochs * n_train / len(x) + t_G * args.generator_steps * args.num_generators
     print(f"note: this is a CPU without --quick; the default run is sized for a GPU and will take "
           f"about {total / 60:.0f} minutes here (estimated from timing a few steps). "
