@@ -320,7 +320,7 @@ class Parser(argparse.ArgumentParser):
 
 
 def build_parser(dataset, description, defaults, quick):
-    """The flags every script shares (design.md), with the script's own defaults."""
+    """The flags every script shares, with the script's own defaults."""
     ap = Parser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add = ap.add_argument
     add("--data-dir", default="./data", help="where the dataset is (or is downloaded to)")
@@ -801,7 +801,7 @@ def _main_thread():
 
 
 # =============================================================================================
-# Measurement (issue: quantify every inversion)
+# Measurement: how well, how varied, how close to the training data
 # =============================================================================================
 def mean_pairwise_distance(x):
     """Mean L2 distance over pairs i != j of the flattened images (0 for a collapsed batch)."""
@@ -1024,7 +1024,8 @@ def warn_if_slow(args, device, f, G, inversion_step, n_train):
         F.cross_entropy(f_copy(x), y).backward()
         opt_f.step()
     t_f = (time.time() - t0) / 2
-    freeze(f_copy).stats = feature_statistics(f_copy, x)
+    freeze(f_copy)
+    f_copy.stats = feature_statistics(f_copy, x)
     t0 = time.time()
     for _ in range(2):
         inversion_step(G_copy, f_copy, opt_G, args, device)
@@ -1042,7 +1043,8 @@ def classifiers(f, judge, data, args, out, dataset, flip):
                                  args.classifier_noise, {"dataset": dataset, "arch": architecture(f)})
     acc_j, sec_j = load_or_train(judge, out / "judge.pt", data, args, "judge", flip, 0.0,
                                  {"dataset": dataset, "arch": architecture(judge)})
-    freeze(f).stats = feature_statistics(f, data["x_train"])    # for the optional stats prior
+    freeze(f)                                                    # eval mode before the statistics
+    f.stats = feature_statistics(f, data["x_train"])            # for the statistics prior
     return f, freeze(judge), {"classifier": acc_f, "judge": acc_j}, {"classifier": sec_f, "judge": sec_j}
 
 

@@ -6,7 +6,7 @@ Convolutional Neural Nets" (read it beside this file).
     python fashion_inversion.py --fake-data --dry-run --device cpu    # smoke test, no data
 
 Where the paper is implemented (sections of this file, top to bottom):
-    1. config                     flags of design.md, and this dataset's defaults
+    1. config                     the flags (the same in all four scripts), this dataset's defaults
     2. data                       Fashion-MNIST as whole tensors on the device
     3. classifier f   (Sec. 2)    "convolution and fully connected layers ... Leaky-ReLU ...
                                   Dropout"; trained, tested, frozen; phi = its last hidden layer
@@ -14,7 +14,9 @@ Where the paper is implemented (sections of this file, top to bottom):
                                   (common.Generator)
     5. inversion      (Sec. 2, 3) p = softmax(v), y = argmax p, H (common.sample_conditioning);
                                   L_inv = alpha KL(P||Q) + beta CE + gamma L_cos
-                                  (common.inversion_loss); robust term of Sec. 3 (--robust-eps)
+                                  (common.inversion_loss); robust term of Sec. 3 (--robust-eps);
+                                  beyond the paper, marked as such: a feature-statistics
+                                  prior (--stats, on by default) and total variation (--tv)
     6. results        (Fig. 2)    samples.png: one row per class; metrics.json, samples.pt, ...
 
 Only G is trained in step 5; f's weights are frozen and receive no gradient.
