@@ -47,7 +47,7 @@ QUICK = dict(classifier_epochs=2, augment=False, train_subset=20000, classifier_
 
 
 def parse_args(argv=None):
-    ap = common.build_parser(DATASET, __doc__.splitlines()[0], DEFAULTS, QUICK)
+    ap = common.build_parser(DATASET, " ".join(__doc__.split("\n\n")[0].split()), DEFAULTS, QUICK)
     return common.finish_args(ap, argv, QUICK)
 
 
