@@ -89,18 +89,15 @@ class UpBlock(nn.Sequential):
     size = 2 s (kernel 4, stride 2) or size > s (stride 1, kernel size - s + 1).
     """
 
-    def __init__(self, c_in, c_out, s_in, size, dropout, mode="resize", norm=True, act=True):
+    def __init__(self, c_in, c_out, s_in, size, dropout, mode="resize"):
         if mode == "resize":
             layers = [nn.Upsample(size=(size, size), mode="nearest"),
-                      nn.Conv2d(c_in, c_out, 3, padding=1, bias=not norm)]
+                      nn.Conv2d(c_in, c_out, 3, padding=1, bias=False)]
         elif size == 2 * s_in:
-            layers = [nn.ConvTranspose2d(c_in, c_out, 4, stride=2, padding=1, bias=not norm)]
+            layers = [nn.ConvTranspose2d(c_in, c_out, 4, stride=2, padding=1, bias=False)]
         else:
-            layers = [nn.ConvTranspose2d(c_in, c_out, size - s_in + 1, bias=not norm)]
-        if norm:
-            layers.append(nn.BatchNorm2d(c_out))
-        if act:
-            layers.append(nn.LeakyReLU(0.2))
+            layers = [nn.ConvTranspose2d(c_in, c_out, size - s_in + 1, bias=False)]
+        layers += [nn.BatchNorm2d(c_out), nn.LeakyReLU(0.2)]             # bias is batch norm's
         if dropout > 0:
             layers.append(nn.Dropout2d(dropout))
         super().__init__(*layers)
@@ -445,11 +442,11 @@ def autocast(device, enabled):
 IDX_FILES = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte",
              "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
 CIFAR_FILES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
-DATASETS = {   # name -> (folder under --data-dir, files in it, torchvision class name)
-    "MNIST": ("MNIST/raw", IDX_FILES, "MNIST"),
-    "FashionMNIST": ("FashionMNIST/raw", IDX_FILES, "FashionMNIST"),
-    "CIFAR10": ("cifar-10-batches-py", CIFAR_FILES, "CIFAR10"),
-    "SVHN": ("", ["train_32x32.mat", "test_32x32.mat"], "SVHN"),
+DATASETS = {   # torchvision class name -> (folder under --data-dir, files in it)
+    "MNIST": ("MNIST/raw", IDX_FILES),
+    "FashionMNIST": ("FashionMNIST/raw", IDX_FILES),
+    "CIFAR10": ("cifar-10-batches-py", CIFAR_FILES),
+    "SVHN": ("", ["train_32x32.mat", "test_32x32.mat"]),
 }
 
 
@@ -494,7 +491,7 @@ def _find(folder: Path, name: str) -> Path | None:
 
 def read_dataset(name: str, root: Path):
     """(x_train uint8 (N,C,H,W), y_train, x_test, y_test) from the files torchvision lays out."""
-    sub, files, _ = DATASETS[name]
+    sub, files = DATASETS[name]
     folder = root / sub
     paths = [_find(folder, f) for f in files]
     if any(p is None for p in paths):
@@ -511,7 +508,7 @@ def read_dataset(name: str, root: Path):
 
 
 def missing_data_message(name: str, root: Path, reason: str) -> str:
-    sub, files, _ = DATASETS[name]
+    sub, files = DATASETS[name]
     return (f"{name} is not in {root / sub} and could not be downloaded ({reason}). "
             f"Put these files there by hand: {', '.join(files)} (.gz is fine for IDX files), "
             f"or run with --fake-data to use synthetic data instead")
@@ -520,7 +517,7 @@ def missing_data_message(name: str, root: Path, reason: str) -> str:
 def download(name: str, root: Path):
     """Let torchvision download the dataset into root (it lays the files out as read above)."""
     import torchvision
-    cls = getattr(torchvision.datasets, DATASETS[name][2])
+    cls = getattr(torchvision.datasets, name)
     try:
         if name == "SVHN":
             for split in ("train", "test"):
@@ -769,8 +766,8 @@ def train_generator(step_fn, G, opt, args, device, ckpt_path, signature, evaluat
             last = step == args.generator_steps
             if step % args.log_every == 0 or last:
                 mean, dt = flush()
-                print(f"step {step}/{args.generator_steps}  L_inv {mean[0]:.4f}  KL {mean[1]:.4f}  "
-                      f"CE {mean[2]:.4f}  cos {mean[3]:.4f}  extra {mean[4]:.4f}  "
+                print(f"step {step}/{args.generator_steps}  L_inv {mean[0] - mean[4]:.4f}  KL {mean[1]:.4f}  "
+                      f"CE {mean[2]:.4f}  cos {mean[3]:.4f}  robust+priors {mean[4]:.4f}  total {mean[0]:.4f}  "
                       f"{dt * 1000:.1f} ms/step  ETA {dt * (args.generator_steps - step):.0f}s")
             if step % args.eval_every == 0 or last:
                 evals.append({"step": step, **evaluate()})
@@ -938,8 +935,8 @@ def losses_figure(path, history):
     plt = _plt()
     keys = ["loss", "kl", "ce", "cos", "extra"]
     fig, axes = plt.subplots(1, len(keys), figsize=(3 * len(keys), 2.6))
-    names = {"loss": "L_inv (total)", "kl": "L_KL", "ce": "L_CE", "cos": "L_cos",
-             "extra": "robust + TV terms"}
+    names = {"loss": "total: L_inv + robust + priors", "kl": "L_KL", "ce": "L_CE", "cos": "L_cos",
+             "extra": "robust + prior terms (weighted)"}
     for ax, key in zip(axes, keys):
         ax.plot(history["step"], history[key])
         ax.set_title(names[key], fontsize=9)

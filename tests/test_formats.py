@@ -74,7 +74,7 @@ def test_missing_data_without_network_names_files_folder_and_fake_data(tmp_path,
     with pytest.raises(common.UserError) as err:
         load(name, (1, 28, 28) if "MNIST" in name else (3, 32, 32), tmp_path)
     message = str(err.value)
-    sub, files, _ = common.DATASETS[name]
+    sub, files = common.DATASETS[name]
     assert str(tmp_path / sub) in message and "--fake-data" in message
     assert all(f in message for f in files)
     assert "\n" not in message
