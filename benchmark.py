@@ -7,11 +7,13 @@ For each image shape (1x28x28: the MNIST/Fashion-MNIST scripts; 3x32x32: SVHN/CI
 times, in images per second:
   classifier training   project: the whole split on the device, batches by indexing a random
                         permutation, augmentation on the device, no host sync per step
-                        (common.fit_classifier's loop); baseline: a DataLoader over a
+                        (common.fit_classifier's loop), images and weights channels-last
+                        on a CPU (common.layout); baseline: a DataLoader over a
                         TensorDataset on the CPU, each batch copied to the device, loss.item()
                         every step.
   inversion training    project: the script's inversion_step with the paper's loss alone
-                        (--robust-eps 0 --stats 0), terms kept on the device;
+                        (--robust-eps 0 --stats 0), terms kept on the device, the
+                        project's layout;
                         baseline: the same models and loss, with the hot matrix H built row by
                         row on the CPU and copied over, and every loss term read with .item()
                         each step (the usual way of logging).
@@ -117,6 +119,8 @@ def bench_shape(mod, device, args_cli, results):
     for name, make in [("project", classifier_project), ("baseline", classifier_baseline)]:
         torch.manual_seed(0)
         f = mod.Classifier().to(device).train()
+        if name == "project":                        # the project's memory layout (channels-last on a CPU)
+            f, x = common.place(f, device), x.contiguous(memory_format=common.layout(device))
         results[f"classifier_{tag}_{name}"] = timed(make(f, x, y, cb, device), steps, 3, device)
     # the paper's loss alone in both (the baseline has no robust term or statistics prior)
     argv = ["--batch-size", str(gb), "--device", str(device.type), "--robust-eps", "0", "--stats", "0"]
@@ -126,8 +130,9 @@ def bench_shape(mod, device, args_cli, results):
     for name, extra in variants:
         torch.manual_seed(0)
         gen_args = mod.parse_args(argv + extra)
-        f = common.freeze(mod.Classifier().to(device))
-        G = mod.build_generator(gen_args).to(device).train()
+        place = (lambda m: m.to(device)) if name == "baseline" else (lambda m: common.place(m, device))
+        f = common.freeze(place(mod.Classifier()))
+        G = place(mod.build_generator(gen_args)).train()
         opt = torch.optim.Adam(G.parameters(), lr=1e-4)
         G_run = torch.compile(G) if gen_args.compile else G
         f_run = torch.compile(f) if gen_args.compile else f

@@ -110,7 +110,7 @@ def inversion_step(G, f, opt, args, device):
         if args.robust_eps > 0:                                  # Sec. 3: perturbed x keeps y
             loss = loss + args.robust_weight * common.robust_term(f, x, y, args.robust_eps)
         if args.stats > 0:                                       # beyond the paper: data statistics
-            loss = loss + args.stats * common.stats_term(acts, f.stats)
+            loss = loss + args.stats * common.stats_term(acts, f.stats, y)
         if args.tv > 0:                                          # beyond the paper: smoothness
             loss = loss + args.tv * common.tv_term(x)
     opt.zero_grad(set_to_none=True)

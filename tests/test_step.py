@@ -88,6 +88,12 @@ def test_robust_term_uses_a_perturbation_within_the_bound():
     assert common.robust_term(f, x, y, 0.0).item() == clean.item()
 
 
+def reference_moments(a):
+    """Per-channel mean and variance the plain way (torch.var), for comparison."""
+    dims = [0] + list(range(2, a.dim()))
+    return a.mean(dims), a.var(dims, unbiased=False)
+
+
 def test_stats_term_is_zero_at_the_data_statistics_and_grows_away_from_them():
     torch.manual_seed(0)
     mod = load_script("mnist_inversion")
@@ -96,8 +102,33 @@ def test_stats_term_is_zero_at_the_data_statistics_and_grows_away_from_them():
     stats = common.feature_statistics(f, x, batch=16)         # chunked sums equal one pass
     _, acts = common.activations(f.features, x)
     for (mu, var), a in zip(stats, acts):
-        m, v = common.moments(a)
-        assert torch.allclose(mu, m, atol=1e-5) and torch.allclose(var, v, atol=1e-5)
+        m, v = reference_moments(a)
+        assert mu.shape == (1, a.shape[1])
+        assert torch.allclose(mu[0], m, atol=1e-5) and torch.allclose(var[0], v, atol=1e-5)
     assert common.stats_term(acts, stats) < 1e-3
     _, far = common.activations(f.features, x * 0.2)
     assert common.stats_term(far, stats) > 0.01
+
+
+def test_per_class_statistics_match_each_class_computed_alone():
+    torch.manual_seed(0)
+    mod = load_script("mnist_inversion")
+    f = common.freeze(mod.Classifier(10))
+    y = torch.arange(3).repeat(20)                            # classes 0, 1, 2; none of 3
+    x = torch.rand(60, 1, 28, 28) * (1 + y.view(-1, 1, 1, 1))  # classes differ in brightness
+    stats = common.feature_statistics(f, x, y, n=4, batch=7)
+    _, acts = common.activations(f.features, x)
+    for (mu, var), a in zip(stats, acts):
+        assert mu.shape == var.shape == (4, a.shape[1])
+        for c in range(3):
+            m, v = reference_moments(a[y == c])
+            assert torch.allclose(mu[c], m, atol=1e-4) and torch.allclose(var[c], v, atol=1e-4)
+    # each class at its own statistics: ~0; the same images labelled with the wrong classes: not
+    assert common.stats_term(acts, stats, y) < 1e-3
+    assert common.stats_term(acts, stats, (y + 1) % 3) > 0.1
+    # the term averages over the classes present: one class alone gives its own distance
+    _, acts0 = common.activations(f.features, x[y == 0] * 0.5)
+    one = common.stats_term(acts0, stats, torch.zeros(20, dtype=torch.long))
+    expected = sum((reference_moments(a)[0] - mu[0]).norm() + (reference_moments(a)[1] - var[0]).norm()
+                   for a, (mu, var) in zip(acts0, stats))
+    assert torch.allclose(one, expected, rtol=1e-4)
