@@ -315,6 +315,16 @@ def finite_float(text):
     return value
 
 
+def margin_value(text):
+    """--margin: "natural" (None) or a non-negative logit margin."""
+    if text == "natural":
+        return None
+    try:
+        return non_negative_float(text)
+    except (ValueError, argparse.ArgumentTypeError):
+        raise argparse.ArgumentTypeError(f"must be 'natural' or a number >= 0, got {text}") from None
+
+
 def non_negative_float(text):
     value = finite_float(text)
     if value < 0:
@@ -343,6 +353,8 @@ def build_parser(dataset, description, defaults, quick):
     add("--classifier-lr", type=finite_float, default=defaults["classifier_lr"])
     add("--classifier-noise", type=non_negative_float, default=defaults["classifier_noise"],
         help="std of Gaussian noise added to training images of f (beyond the paper)")
+    add("--classifier-adv-eps", type=non_negative_float, default=defaults.get("classifier_adv_eps", 0.0),
+        help="adversarial training of f (beyond the paper): FGSM L-inf radius in pixels; 0 off")
     add("--train-subset", type=non_negative_int, default=0,
         help="train f and the judge on the first K training images (0: all)")
     add("--augment", action=argparse.BooleanOptionalAction, default=True,
@@ -370,6 +382,9 @@ def build_parser(dataset, description, defaults, quick):
         help="the prior compares each class with its own class's statistics, or the batch with all data's")
     add("--tv", type=non_negative_float, default=defaults["tv"],
         help="weight of the total-variation prior (beyond the paper); 0 off")
+    add("--margin", type=margin_value, default=1.0, metavar="M|natural",
+        help="sampling: v_y = largest other v + M (the paper's arg-max intensity); 'natural' keeps "
+             "the random draw's own margin. Used for samples.pt, the figures and the metrics")
     add("--num-generators", type=positive_int, default=1,
         help="train K generators with seeds seed..seed+K-1; samples.png columns are generators")
     add("--eval-per-class", type=positive_int, default=100, help="samples per class for metrics")
@@ -636,8 +651,21 @@ def accuracy(model, x, y) -> float:
     return (predict(model, x) == y).float().mean().item()
 
 
-def fit_classifier(model, data, epochs, batch_size, lr, shift, flip, noise, amp, name, label_smoothing=0.0):
-    """Adam with a one-cycle schedule over whole-tensor batches; returns test accuracy."""
+def fgsm_example(model, x, y, eps):
+    """Adversarial training example (beyond the paper): a random start in the L-inf ball of
+    radius eps, one signed-gradient step of 1.25 eps, projected back into the ball."""
+    delta = (torch.rand_like(x) * 2 - 1) * eps
+    x_adv = (x + delta).clamp(0, 1).requires_grad_(True)
+    grad, = torch.autograd.grad(F.cross_entropy(model(x_adv), y), x_adv)
+    delta = (x_adv.detach() + 1.25 * eps * grad.sign() - x).clamp(-eps, eps)
+    return (x + delta).clamp(0, 1)
+
+
+def fit_classifier(model, data, epochs, batch_size, lr, shift, flip, noise, amp, name, label_smoothing=0.0,
+                   adv_eps=0.0):
+    """Adam with a one-cycle schedule over whole-tensor batches; returns test accuracy.
+    adv_eps > 0: each batch's loss is the mean of the clean and the adversarial (fgsm_example)
+    cross-entropy."""
     x, y = data["x_train"], data["y_train"]
     device = x.device
     steps_per_epoch = max(1, len(x) // batch_size)
@@ -653,6 +681,9 @@ def fit_classifier(model, data, epochs, batch_size, lr, shift, flip, noise, amp,
             xb = augment(x[idx], shift=shift, flip=flip, noise=noise)
             with autocast(device, amp):
                 loss = F.cross_entropy(model(xb), y[idx], label_smoothing=label_smoothing)
+                if adv_eps > 0:
+                    x_adv = fgsm_example(model, xb, y[idx], adv_eps)
+                    loss = (loss + F.cross_entropy(model(x_adv), y[idx], label_smoothing=label_smoothing)) / 2
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -664,8 +695,10 @@ def fit_classifier(model, data, epochs, batch_size, lr, shift, flip, noise, amp,
     return acc
 
 
-def load_or_train(model, path, data, args, kind, flip, noise, signature):
-    """Reuse a cached classifier from --out-dir unless --retrain; else train and save it."""
+def load_or_train(model, path, data, args, kind, flip, training, signature):
+    """Reuse a cached classifier from --out-dir unless --retrain; else train and save it.
+    training: {"noise": sigma, "adv_eps": eps}; part of the checkpoint's signature."""
+    signature = {**signature, "training": training}
     if path.exists() and not args.retrain:
         ckpt = load_checkpoint(path, kind, signature)
         model.load_state_dict(ckpt["model"])
@@ -673,7 +706,8 @@ def load_or_train(model, path, data, args, kind, flip, noise, signature):
         return ckpt["test_accuracy"], 0.0
     t0 = time.time()
     acc = fit_classifier(model, data, args.classifier_epochs, args.classifier_batch_size, args.classifier_lr,
-                         2 if args.augment else 0, flip and args.augment, noise, args.amp, kind)
+                         2 if args.augment else 0, flip and args.augment, training["noise"], args.amp, kind,
+                         adv_eps=training["adv_eps"])
     save_checkpoint(path, {"kind": kind, **signature, "model": model.state_dict(),
                            "test_accuracy": acc, "config": vars(args)})
     return acc, time.time() - t0
@@ -1008,9 +1042,12 @@ def print_summary(metrics):
             ("  real vs real reference", inv["frechet_distance_real"]),
             ("nn distance to training images", inv["nn_distance"]),
             ("seconds, total", metrics["seconds"]["total"])]
-    print("\nsummary")
+    print(f"\nsummary (samples at margin {metrics['config']['margin'] or 'natural'})")
     for name, value in rows:
         print(f"  {name:<36} {value:10.4f}")
+    print(f"  {'by sampling margin':<24} {'target':>8} {'judge':>8} {'diversity':>10}")
+    for m, r in metrics["inversion_by_margin"].items():
+        print(f"    {m:<22} {r['target_accuracy']:8.3f} {r['judge_accuracy']:8.3f} {r['diversity_ratio']:10.3f}")
 
 
 # =============================================================================================
@@ -1065,8 +1102,10 @@ def classifiers(f, judge, data, args, out, dataset, flip):
     """Step 1: train (or reuse) the classifier f, and the independent judge; freeze both."""
     f, judge = place(f, data["x_train"].device), place(judge, data["x_train"].device)
     acc_f, sec_f = load_or_train(f, out / "classifier.pt", data, args, "classifier", flip,
-                                 args.classifier_noise, {"dataset": dataset, "arch": architecture(f)})
-    acc_j, sec_j = load_or_train(judge, out / "judge.pt", data, args, "judge", flip, 0.0,
+                                 {"noise": args.classifier_noise, "adv_eps": args.classifier_adv_eps},
+                                 {"dataset": dataset, "arch": architecture(f)})
+    acc_j, sec_j = load_or_train(judge, out / "judge.pt", data, args, "judge", flip,
+                                 {"noise": 0.0, "adv_eps": 0.0},
                                  {"dataset": dataset, "arch": architecture(judge)})
     freeze(f)                                                    # eval mode before the statistics
     by_class = args.stats_by == "class"                          # for the statistics prior
@@ -1076,10 +1115,10 @@ def classifiers(f, judge, data, args, out, dataset, flip):
 
 
 @torch.no_grad()
-def quick_eval(G, f, judge, data, n, per_class=32):
+def quick_eval(G, f, judge, data, n, margin, per_class=32):
     """Target and judge accuracy and diversity ratio on a few samples (during training)."""
     y = torch.arange(n, device=data["x_train"].device).repeat_interleave(per_class)
-    x = generate(sampling_mode(G), y, n)
+    x = generate(sampling_mode(G), y, n, margin)
     G.train()
     div = []
     for c in range(n):
@@ -1111,8 +1150,11 @@ def train_inversion(G, inversion_step, f, judge, data, args, device, out, datase
     print(f"generator {k}: {architecture(G)}, {args.generator_steps} steps of batch {args.batch_size}")
     history, evals, seconds = train_generator(
         lambda: inversion_step(G_step, f_step, opt, args, device), G, opt, args, device, path,
-        signature, lambda: quick_eval(G, f, judge, data, G.n), start)
+        signature, lambda: quick_eval(G, f, judge, data, G.n, args.margin), start)
     return G, {"history": history, "evals": evals, "seconds": seconds}
+
+
+SWEEP_MARGINS = (None, 0.5, 1.0, 2.0, 4.0)     # metrics.json "inversion_by_margin" (None: natural)
 
 
 def write_results(out, Gs, runs, f, judge, data, args, dataset, class_names, accs, seconds, device, t_start):
@@ -1125,12 +1167,13 @@ def write_results(out, Gs, runs, f, judge, data, args, dataset, class_names, acc
     owner = torch.arange(len(y), device=device) % len(Gs)
     x = torch.empty(len(y), *Gs[0].image_shape, device=device)
     for k, G in enumerate(Gs):
-        x[owner == k] = generate(G, y[owner == k], n)
+        x[owner == k] = generate(G, y[owner == k], n, args.margin)
     save_samples(out / "samples.pt", x, y)
     inversion = inversion_metrics(x, y, f, judge, data, n)
     # samples.png (Figure 2): rows are classes; columns are generators (K > 1) or samples
     if len(Gs) > 1:
-        rows = [torch.cat([generate(G, torch.full((1,), c, device=device), n) for G in Gs]) for c in range(n)]
+        rows = [torch.cat([generate(G, torch.full((1,), c, device=device), n, args.margin) for G in Gs])
+                for c in range(n)]
         cols = [f"G{k + 1}" for k in range(len(Gs))]
     else:
         rows, cols = [x[y == c][:10] for c in range(n)], None
@@ -1156,10 +1199,13 @@ def write_results(out, Gs, runs, f, judge, data, args, dataset, class_names, acc
                       "argmax intensity: logit margin of the label over the next largest")
     losses_figure(out / "losses.png", runs[0]["history"])
     metrics_figure(out / "metrics.png", runs[0]["evals"])
+    by_margin = {("natural" if m is None else f"{m:g}"): quick_eval(Gs[0], f, judge, data, n, m, args.eval_per_class)
+                 for m in SWEEP_MARGINS}
     seconds = {**seconds, "generator": sum(r["seconds"] for r in runs), "total": time.time() - t_start}
     metrics = {"dataset": dataset, "device": str(device) + (f" ({torch.cuda.get_device_name()})" if device.type == "cuda" else ""),
                "fake_data": args.fake_data, "classifier": {"test_accuracy": accs["classifier"]},
                "judge": {"test_accuracy": accs["judge"]}, "inversion": inversion,
+               "inversion_by_margin": by_margin,
                "history": [r["evals"] for r in runs], "seconds": seconds, "config": vars(args)}
     write_json(out / "metrics.json", metrics)
     print_summary(metrics)

@@ -41,6 +41,8 @@ def one_line_error(stderr, *words):
     ("--gamma", "inf", ["--gamma", "finite"]),
     ("--device", "tpu", ["--device", "invalid choice"]),
     ("--batch-size", "many", ["--batch-size"]),
+    ("--margin", "wide", ["--margin", "natural"]),
+    ("--margin", "-1", ["--margin", "natural"]),
 ])
 def test_bad_flag_values(flag, value, words):
     code, out, err = run_cli("--fake-data", flag, value, timeout=60)
@@ -93,6 +95,16 @@ def test_checkpoint_that_is_not_a_checkpoint(tmp_path):
     assert code == 2
     one_line_error(err, "classifier.pt", "not a readable checkpoint")
     assert (tmp_path / "classifier.pt").read_bytes() == b"this is not a checkpoint"   # left for the user
+
+
+def test_cached_classifier_trained_another_way_is_refused(tmp_path, capsys):
+    load_script("fashion_inversion").main(FAST + ["--generator-steps", "2", "--out-dir", str(tmp_path)])
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        load_script("fashion_inversion").main(FAST + ["--generator-steps", "2", "--out-dir", str(tmp_path),
+                                                     "--classifier-adv-eps", "0.1"])
+    assert e.value.code == 2
+    one_line_error(capsys.readouterr().err, "adv_eps", "refusing", "--retrain")
 
 
 def test_checkpoint_of_another_script_is_refused_naming_both(tmp_path, capsys):

@@ -53,6 +53,28 @@ def test_dry_run_writes_every_output_and_samples_follow_the_contract(tmp_path, n
     ckpt = torch.load(out / "generator.pt", weights_only=False)
     assert ckpt["step"] == 4 and ckpt["dataset"] == mod.DATASET and "optimizer" in ckpt
     assert metrics["inversion"] == inv
+    by_margin = saved["inversion_by_margin"]
+    assert list(by_margin) == ["natural", "0.5", "1", "2", "4"]
+    assert all(set(r) == {"target_accuracy", "judge_accuracy", "diversity_ratio"} for r in by_margin.values())
+    assert saved["config"]["margin"] == 1.0
+
+
+@pytest.mark.parametrize("flag,margin", [("natural", None), ("3", 3.0)])
+def test_margin_flag_sets_the_conditioning_of_the_samples(tmp_path, monkeypatch, flag, margin):
+    mod = load_script("mnist_inversion")
+    seen = []
+    original = common.conditioning_for_labels
+
+    def spy(y, n, intensity=None, v=None):
+        seen.append("figure" if torch.is_tensor(intensity) else intensity)
+        return original(y, n, intensity, v)
+    monkeypatch.setattr(common, "conditioning_for_labels", spy)
+    mod.main(["--fake-data", "--dry-run", "--device", "cpu", "--out-dir", str(tmp_path),
+              "--eval-per-class", "3", "--margin", flag])
+    first, last = seen.index("figure"), len(seen) - 1 - seen[::-1].index("figure")
+    assert seen[:first] and set(seen[:first]) == {margin}       # evals during training, samples.pt
+    assert set(seen[first:last + 1]) == {"figure"}              # intensity.png: its own margins
+    assert seen[last + 1:] == [None, 0.5, 1.0, 2.0, 4.0]        # metrics.json inversion_by_margin
 
 
 def test_second_run_reuses_the_cached_classifier_unless_retrain(tmp_path, capsys):

@@ -132,3 +132,15 @@ def test_per_class_statistics_match_each_class_computed_alone():
     expected = sum((reference_moments(a)[0] - mu[0]).norm() + (reference_moments(a)[1] - var[0]).norm()
                    for a, (mu, var) in zip(acts0, stats))
     assert torch.allclose(one, expected, rtol=1e-4)
+
+
+def test_fgsm_training_example_stays_in_the_ball_and_raises_the_loss():
+    torch.manual_seed(0)
+    mod = load_script("fashion_inversion")
+    f = mod.Classifier(10).eval()
+    x, y = torch.rand(32, 1, 28, 28), torch.randint(0, 10, (32,))
+    x_adv = common.fgsm_example(f, x, y, 0.1)
+    assert (x_adv - x).abs().max() <= 0.1 + 1e-6 and x_adv.min() >= 0 and x_adv.max() <= 1
+    assert not x_adv.requires_grad and all(p.grad is None for p in f.parameters())
+    ce = torch.nn.functional.cross_entropy
+    assert ce(f(x_adv), y) > ce(f(x), y)
