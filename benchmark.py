@@ -17,7 +17,8 @@ times, in images per second:
                         baseline: the same models and loss, with the hot matrix H built row by
                         row on the CPU and copied over, and every loss term read with .item()
                         each step (the usual way of logging).
-On CUDA it also times the project's inversion step with --amp and with --compile.
+It also times the project's inversion step with --amp (bfloat16 autocast) and, on CUDA, with
+--compile.
 The last line printed is one JSON object; keys ending in "speedup" are project / baseline.
 """
 import argparse
@@ -124,9 +125,9 @@ def bench_shape(mod, device, args_cli, results):
         results[f"classifier_{tag}_{name}"] = timed(make(f, x, y, cb, device), steps, 3, device)
     # the paper's loss alone in both (the baseline has no robust term or statistics prior)
     argv = ["--batch-size", str(gb), "--device", str(device.type), "--robust-eps", "0", "--stats", "0"]
-    variants = [("project", []), ("baseline", [])]
-    if device.type == "cuda":
-        variants += [("project_amp", ["--amp"]), ("project_compile", ["--compile"])]
+    variants = [("project", []), ("baseline", []), ("project_amp", ["--amp"])]
+    if device.type == "cuda":                        # on a CPU, compiling alone takes minutes
+        variants += [("project_compile", ["--compile"])]
     for name, extra in variants:
         torch.manual_seed(0)
         gen_args = mod.parse_args(argv + extra)

@@ -84,12 +84,12 @@ def conditioning_for_labels(y: torch.Tensor, n: int, intensity: float | None = N
 class UpBlock(nn.Sequential):
     """One up-convolution: (C_in, s, s) -> (C_out, size, size), batch norm, LeakyReLU, dropout.
 
-    mode "resize": nearest-neighbour resize then a 3x3 convolution (no checkerboards; ours).
-    mode "transposed": a transposed convolution, as the paper writes; sizes are exact when
-    size = 2 s (kernel 4, stride 2) or size > s (stride 1, kernel size - s + 1).
+    mode "transposed" (default): a transposed convolution, as the paper writes; sizes are exact
+    when size = 2 s (kernel 4, stride 2) or size > s (stride 1, kernel size - s + 1).
+    mode "resize": nearest-neighbour resize then a 3x3 convolution (no checkerboard artefacts).
     """
 
-    def __init__(self, c_in, c_out, s_in, size, dropout, mode="resize"):
+    def __init__(self, c_in, c_out, s_in, size, dropout, mode="transposed"):
         if mode == "resize":
             layers = [nn.Upsample(size=(size, size), mode="nearest"),
                       nn.Conv2d(c_in, c_out, 3, padding=1, bias=False)]
@@ -116,7 +116,7 @@ class Generator(nn.Module):
     """
 
     def __init__(self, channels=1, image_size=28, n_classes=10, latent_dim=64, hidden=64,
-                 width=128, dropout=0.3, upsample="resize", conditioning="vector-matrix"):
+                 width=128, dropout=0.3, upsample="transposed", conditioning="vector-matrix"):
         super().__init__()
         if conditioning not in ("vector-matrix", "vector", "label"):
             raise ValueError(f"unknown conditioning {conditioning!r}")
@@ -338,6 +338,17 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
+# The defaults of all four scripts (each script's DEFAULTS and QUICK change a few), and --quick:
+# a preset for a laptop CPU (a few minutes on 2 cores), printed at the start of a run.
+DEFAULTS = dict(batch_size=256, classifier_batch_size=256, classifier_epochs=15, classifier_lr=2e-3,
+                classifier_noise=0.0, classifier_adv_eps=0.0, generator_steps=3000, lr=2e-3,
+                latent_dim=64, hidden=64, width=128, dropout=0.3, alpha=1.0, beta=5.0, gamma=1.0,
+                robust_eps=0.05, stats=1.0, stats_by="all", tv=0.0, eval_every=250)
+QUICK = dict(classifier_epochs=2, augment=False, train_subset=30000, classifier_batch_size=128,
+             generator_steps=600, batch_size=64, width=64, eval_every=100, log_every=50,
+             eval_per_class=50)
+
+
 def build_parser(dataset, description, defaults, quick):
     """The flags every script shares, with the script's own defaults."""
     ap = Parser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -353,7 +364,7 @@ def build_parser(dataset, description, defaults, quick):
     add("--classifier-lr", type=finite_float, default=defaults["classifier_lr"])
     add("--classifier-noise", type=non_negative_float, default=defaults["classifier_noise"],
         help="std of Gaussian noise added to training images of f (beyond the paper)")
-    add("--classifier-adv-eps", type=non_negative_float, default=defaults.get("classifier_adv_eps", 0.0),
+    add("--classifier-adv-eps", type=non_negative_float, default=defaults["classifier_adv_eps"],
         help="adversarial training of f (beyond the paper): FGSM L-inf radius in pixels; 0 off")
     add("--train-subset", type=non_negative_int, default=0,
         help="train f and the judge on the first K training images (0: all)")
@@ -366,8 +377,8 @@ def build_parser(dataset, description, defaults, quick):
     add("--hidden", type=positive_int, default=defaults["hidden"], help="size of the linear map of p")
     add("--width", type=positive_int, default=defaults["width"], help="generator channels after stage 1")
     add("--dropout", type=non_negative_float, default=defaults["dropout"], help="generator dropout")
-    add("--upsample", default="resize", choices=["resize", "transposed"],
-        help="up-convolution: resize+conv (ours) or transposed conv (the paper's)")
+    add("--upsample", default="transposed", choices=["transposed", "resize"],
+        help="up-convolution: transposed conv (the paper's) or nearest resize + 3x3 conv")
     add("--conditioning", default="vector-matrix", choices=["vector-matrix", "vector", "label"],
         help="what G is told: p and H (paper), p only, or a label embedding (baseline)")
     add("--alpha", type=finite_float, default=defaults["alpha"], help="weight of L_KL")
@@ -378,7 +389,7 @@ def build_parser(dataset, description, defaults, quick):
     add("--robust-weight", type=non_negative_float, default=1.0, help="weight of the robust term")
     add("--stats", type=non_negative_float, default=defaults["stats"],
         help="weight of the feature-statistics prior (beyond the paper); 0 off")
-    add("--stats-by", default=defaults.get("stats_by", "all"), choices=["class", "all"],
+    add("--stats-by", default=defaults["stats_by"], choices=["class", "all"],
         help="the prior compares each class with its own class's statistics, or the batch with all data's")
     add("--tv", type=non_negative_float, default=defaults["tv"],
         help="weight of the total-variation prior (beyond the paper); 0 off")
@@ -392,7 +403,8 @@ def build_parser(dataset, description, defaults, quick):
         help="evaluate target/judge accuracy every this many generator steps")
     add("--log-every", type=positive_int, default=100, help="print progress every this many steps")
     add("--checkpoint-every", type=positive_int, default=500, help="save generator.pt every this many steps")
-    add("--amp", action="store_true", help="bfloat16 autocast on CUDA")
+    add("--amp", action="store_true",
+        help="bfloat16 autocast (CUDA; or a CPU with bfloat16 instructions, e.g. AMX)")
     add("--compile", action="store_true", help="torch.compile the models")
     add("--fake-data", action="store_true", help="synthetic dataset-shaped data; never downloads")
     add("--fake-size", type=positive_int, default=3000,
@@ -474,7 +486,7 @@ def place(model: nn.Module, device) -> nn.Module:
 
 
 def autocast(device, enabled):
-    """bfloat16 autocast on CUDA when --amp is given; a no-op otherwise."""
+    """bfloat16 autocast on CUDA or the CPU when --amp is given; a no-op otherwise (MPS)."""
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled and device.type in ("cuda", "cpu"))
 
 
@@ -1152,6 +1164,31 @@ def train_inversion(G, inversion_step, f, judge, data, args, device, out, datase
         lambda: inversion_step(G_step, f_step, opt, args, device), G, opt, args, device, path,
         signature, lambda: quick_eval(G, f, judge, data, G.n, args.margin), start)
     return G, {"history": history, "evals": evals, "seconds": seconds}
+
+
+def run_experiment(script, argv=None):
+    """One script's whole run, its sections in the paper's order.  script: the module, with
+    DATASET, SHAPE, CLASSES, FLIP, QUICK, parse_args, load_data, Classifier, build_generator
+    and inversion_step."""
+    t_start = time.time()
+    args = script.parse_args(argv)
+    device, out = setup(args, script.QUICK)
+    t0 = time.time()
+    data = script.load_data(args, device)                                    # 2. data
+    seconds = {"data": time.time() - t0}
+    n = len(script.CLASSES)
+    f = script.Classifier(n).to(device)                                      # 3. f
+    judge = Judge(script.SHAPE[0], n).to(device)
+    warn_if_slow(args, device, f, script.build_generator(args).to(device), script.inversion_step,
+                 len(data["x_train"]))
+    f, judge, accs, secs = classifiers(f, judge, data, args, out, script.DATASET, script.FLIP)
+    Gs, runs = [], []
+    for k in range(args.num_generators):                                     # 4.-5. G against f
+        G, result = train_inversion(script.build_generator(args), script.inversion_step, f, judge,
+                                    data, args, device, out, script.DATASET, k)
+        Gs.append(G), runs.append(result)
+    return write_results(out, Gs, runs, f, judge, data, args, script.DATASET, script.CLASSES,   # 6.
+                         accs, {**seconds, **secs}, device, t_start)
 
 
 SWEEP_MARGINS = (None, 0.5, 1.0, 2.0, 4.0)     # metrics.json "inversion_by_margin" (None: natural)

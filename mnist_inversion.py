@@ -17,11 +17,12 @@ Where the paper is implemented (sections of this file, top to bottom):
                                   (common.inversion_loss); robust term of Sec. 3 (--robust-eps);
                                   beyond the paper, marked as such: a feature-statistics
                                   prior (--stats, on by default) and total variation (--tv)
-    6. results        (Fig. 2)    samples.png: one row per class; metrics.json, samples.pt, ...
+    6. results        (Fig. 2)    samples.png: one row per class, drawn at the arg-max margin
+                                  --margin (Sec. 2 "intensity"); metrics.json, samples.pt, ...
 
 Only G is trained in step 5; f's weights are frozen and receive no gradient.
 """
-import time
+import sys
 
 import torch
 import torch.nn as nn
@@ -35,13 +36,9 @@ DATASET = "MNIST"
 SHAPE = (1, 28, 28)                                              # (C, H, W)
 CLASSES = [str(d) for d in range(10)]
 FLIP = False                                                     # a mirrored digit is another shape
-DEFAULTS = dict(batch_size=256, classifier_batch_size=256, classifier_epochs=15, classifier_lr=2e-3,
-                classifier_noise=0.0, stats=1.0, generator_steps=3000, lr=2e-3, latent_dim=64, hidden=64,
-                width=128, dropout=0.3, alpha=1.0, beta=5.0, gamma=1.0, robust_eps=0.05, tv=0.0,
-                eval_every=250)
-QUICK = dict(classifier_epochs=2, augment=False, train_subset=30000, classifier_batch_size=128,
-             generator_steps=600, batch_size=64, width=64, eval_every=100, log_every=50,
-             eval_per_class=50)
+DEFAULTS = dict(common.DEFAULTS)
+QUICK = dict(common.QUICK)
+# (common.DEFAULTS: alpha, beta, gamma, steps, ...; QUICK: the --quick laptop preset)
 
 
 def parse_args(argv=None):
@@ -113,27 +110,12 @@ def inversion_step(G, f, opt, args, device):
 
 
 # ---------------------------------------------------------------------------------------------
-# 6. results, and main: the paper's steps in order
+# 6. results, and main: the sections above, in the paper's order (common.run_experiment):
+#    load_data -> Classifier trained and frozen (and the judge, for measuring only) ->
+#    build_generator trained with inversion_step against the frozen f -> samples, figures, metrics
 # ---------------------------------------------------------------------------------------------
 def run(argv=None):
-    t_start = time.time()
-    args = parse_args(argv)
-    device, out = common.setup(args, QUICK)
-    t0 = time.time()
-    data = load_data(args, device)                                                   # 2. data
-    seconds = {"data": time.time() - t0}
-    f = Classifier(len(CLASSES)).to(device)                                          # 3. f
-    judge = common.Judge(SHAPE[0], len(CLASSES)).to(device)
-    common.warn_if_slow(args, device, f, build_generator(args).to(device), inversion_step,
-                       len(data["x_train"]))
-    f, judge, accs, secs = common.classifiers(f, judge, data, args, out, DATASET, FLIP)
-    Gs, runs = [], []
-    for k in range(args.num_generators):                                             # 4.-5. G
-        G, result = common.train_inversion(build_generator(args), inversion_step, f, judge,
-                                           data, args, device, out, DATASET, k)
-        Gs.append(G), runs.append(result)
-    return common.write_results(out, Gs, runs, f, judge, data, args, DATASET, CLASSES,   # 6.
-                                accs, {**seconds, **secs}, device, t_start)
+    return common.run_experiment(sys.modules[__name__], argv)
 
 
 def main(argv=None):

@@ -17,9 +17,10 @@ try:
     m = json.load(open(sys.argv[2] + "/metrics.json"))
 except Exception as e:
     print(f"{sys.argv[1]:<16} failed: {e}"); sys.exit()
-i, s = m["inversion"], m["seconds"]
+i, s, nat = m["inversion"], m["seconds"], m["inversion_by_margin"]["natural"]
 print(f"{sys.argv[1]:<16} f {m['classifier']['test_accuracy']:.4f} judge_test {m['judge']['test_accuracy']:.4f} "
       f"tgt {i['target_accuracy']:.3f} judge {i['judge_accuracy']:.3f} div {i['diversity_ratio']:.3f} "
+      f"(natural margin: tgt {nat['target_accuracy']:.3f} judge {nat['judge_accuracy']:.3f} div {nat['diversity_ratio']:.3f}) "
       f"fd {i['frechet_distance']:.2f}/{i['frechet_distance_real']:.2f} nn {i['nn_distance']:.2f} "
       f"sec data {s['data']:.1f} clf {s['classifier']:.1f} judge {s['judge']:.1f} gen {s['generator']:.1f} total {s['total']:.1f}")
 PY
@@ -44,23 +45,15 @@ run() {  # name flags...
   local name=$1; shift
   [ $(( $(date +%s) - start )) -lt "$budget" ] || { echo "$name skipped (budget)" | tee -a "$OUT/table.txt"; return; }
   mkdir -p runs/sw_$name; cp runs/fashion/classifier.pt runs/fashion/judge.pt runs/sw_$name/ 2>/dev/null
-  timeout 120 python3 fashion_inversion.py --data-dir gpu_data --out-dir runs/sw_$name "$@" > "$OUT/sw_$name.log" 2>&1
+  timeout 150 python3 fashion_inversion.py --data-dir gpu_data --out-dir runs/sw_$name "$@" > "$OUT/sw_$name.log" 2>&1
   summ "$name" runs/sw_$name
 }
-run paper
-run stats1 --stats 1
-run stats03 --stats 0.3
-run robust05 --robust-eps 0.05
-run rob_stats --robust-eps 0.05 --stats 1
-run tv05 --tv 0.5
-run gamma0 --gamma 0
-run ce_only --alpha 0 --gamma 0
-run label --conditioning label
-run vector --conditioning vector
+run paper --beta 1 --robust-eps 0 --stats 0
 run transposed --upsample transposed
-run gamma5 --gamma 5
-run drop0 --dropout 0
-run noise --retrain --classifier-noise 0.2
-run noise_stats --retrain --classifier-noise 0.2 --stats 1
-for n in stats1 rob_stats noise_stats; do cp runs/sw_$n/samples.png "$OUT/${n}_samples.png" 2>/dev/null; done
+run stats_class --stats-by class
+run gamma0 --gamma 0
+run alpha0 --alpha 0
+run steps6000 --generator-steps 6000
+run adv01 --retrain --classifier-adv-eps 0.1
+for n in paper transposed adv01; do cp runs/sw_$n/samples.png "$OUT/${n}_samples.png" 2>/dev/null; done
 echo; echo "== table"; cat "$OUT/table.txt"
