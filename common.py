@@ -343,7 +343,7 @@ class Parser(argparse.ArgumentParser):
 DEFAULTS = dict(batch_size=256, classifier_batch_size=256, classifier_epochs=15, classifier_lr=2e-3,
                 classifier_noise=0.0, classifier_adv_eps=0.0, generator_steps=3000, lr=2e-3,
                 latent_dim=64, hidden=64, width=128, dropout=0.3, alpha=1.0, beta=5.0, gamma=1.0,
-                robust_eps=0.05, stats=1.0, stats_by="all", tv=0.0, eval_every=250)
+                robust_eps=0.05, stats=1.0, stats_by="class", tv=0.0, eval_every=250)
 QUICK = dict(classifier_epochs=2, augment=False, train_subset=30000, classifier_batch_size=128,
              generator_steps=600, batch_size=64, width=64, eval_every=100, log_every=50,
              eval_per_class=50)
@@ -844,6 +844,8 @@ def train_generator(step_fn, G, opt, args, device, ckpt_path, signature, evaluat
                       f"{dt * 1000:.1f} ms/step  ETA {dt * (args.generator_steps - step):.0f}s")
             if step % args.eval_every == 0 or last:
                 evals.append({"step": step, **evaluate()})
+                print(f"  eval at step {step}: " + ", ".join(f"{k.replace('_', ' ')} {v:.3f}"
+                                                           for k, v in evals[-1].items() if k != "step"))
             if step % args.checkpoint_every == 0 and not last:
                 if sums is not None:
                     flush()                      # never save weights after a non-finite loss
