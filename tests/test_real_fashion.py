@@ -31,8 +31,9 @@ def test_quick_run_on_real_fashion_mnist(fashion_dir, tmp_path):
         ["--quick", "--device", "cpu", "--data-dir", str(fashion_dir), "--out-dir", str(tmp_path)])
     assert metrics["fake_data"] is False
     assert metrics["classifier"]["test_accuracy"] >= 0.85
-    # what a user sees (measured on the development CPU: target 1.000, judge 0.908, diversity
-    # 0.721); the bounds leave room for another CPU's arithmetic
+    # what a user sees (measured on the development CPU: target 0.998, judge 0.964, diversity
+    # 0.679; seeds 1 and 2 gave judge 0.926 and 0.866, so the bounds leave room for another
+    # CPU's arithmetic, which changes a run about as much as another seed does)
     assert metrics["inversion"]["target_accuracy"] >= 0.98
     assert metrics["inversion"]["judge_accuracy"] >= 0.80
     assert metrics["inversion"]["diversity_ratio"] >= 0.5

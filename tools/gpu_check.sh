@@ -49,11 +49,11 @@ run() {  # name flags...
   summ "$name" runs/sw_$name
 }
 run paper --beta 1 --robust-eps 0 --stats 0
-run transposed --upsample transposed
-run stats_class --stats-by class
+run resize --upsample resize
+run stats_all --stats-by all
 run gamma0 --gamma 0
 run alpha0 --alpha 0
 run steps6000 --generator-steps 6000
 run adv01 --retrain --classifier-adv-eps 0.1
-for n in paper transposed adv01; do cp runs/sw_$n/samples.png "$OUT/${n}_samples.png" 2>/dev/null; done
+for n in paper stats_all adv01; do cp runs/sw_$n/samples.png "$OUT/${n}_samples.png" 2>/dev/null; done
 echo; echo "== table"; cat "$OUT/table.txt"
