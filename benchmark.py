@@ -13,12 +13,14 @@ times, in images per second:
                         every step.
   inversion training    project: the script's inversion_step with the paper's loss alone
                         (--robust-eps 0 --stats 0), terms kept on the device, the
-                        project's layout;
+                        project's layout, and on CUDA recorded once as a CUDA graph and
+                        replayed (common.GraphedStep, --cuda-graph, the scripts' default);
                         baseline: the same models and loss, with the hot matrix H built row by
                         row on the CPU and copied over, and every loss term read with .item()
                         each step (the usual way of logging).
-It also times the project's inversion step with --amp (bfloat16 autocast) and, on CUDA, with
---compile.
+It also times the project's inversion step with --amp (bfloat16 autocast), the scripts'
+whole default step (robust term and statistics prior included: "full"), and on CUDA the
+step run eagerly (--no-cuda-graph) and with --compile.
 The last line printed is one JSON object; keys ending in "speedup" are project / baseline.
 """
 import argparse
@@ -38,7 +40,7 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def timed(fn, steps, warmup, device):
+def timed(fn, warmup, steps, device):
     """Images/s of fn() (which returns its batch size), after warm-up steps."""
     for _ in range(warmup):
         fn()
@@ -110,6 +112,24 @@ def inversion_baseline(G, f, opt, args, device):
     return N
 
 
+def inversion_fn(mod, name, extra, x, y, batch, device):
+    """(one inversion training step returning its batch size, warm-up steps) for a variant."""
+    torch.manual_seed(0)
+    args = mod.parse_args(["--batch-size", str(batch), "--device", device.type] + extra)
+    place = (lambda m: m.to(device)) if name == "baseline" else (lambda m: common.place(m, device))
+    f = common.freeze(place(mod.Classifier()))
+    f.stats = common.feature_statistics(f, x, y, 10)     # for the statistics prior ("full")
+    G = place(mod.build_generator(args)).train()
+    graph = name != "baseline" and common.uses_cuda_graph(args, device)
+    opt = torch.optim.Adam(G.parameters(), lr=1e-4, capturable=graph)
+    G_run, f_run = (torch.compile(G), torch.compile(f)) if args.compile else (G, f)
+    if name == "baseline":
+        return (lambda: inversion_baseline(G, f, opt, args, device)), 3
+    step = lambda: mod.inversion_step(G_run, f_run, opt, args, device)        # noqa: E731
+    step = common.GraphedStep(step) if graph else step
+    return (lambda: (step(), batch)[1]), (10 if args.compile else 4)
+
+
 def bench_shape(mod, device, args_cli, results):
     C, S, _ = mod.SHAPE
     tag = f"{C}x{S}x{S}"
@@ -122,37 +142,37 @@ def bench_shape(mod, device, args_cli, results):
         f = mod.Classifier().to(device).train()
         if name == "project":                        # the project's memory layout (channels-last on a CPU)
             f, x = common.place(f, device), x.contiguous(memory_format=common.layout(device))
-        results[f"classifier_{tag}_{name}"] = timed(make(f, x, y, cb, device), steps, 3, device)
-    # the paper's loss alone in both (the baseline has no robust term or statistics prior)
-    argv = ["--batch-size", str(gb), "--device", str(device.type), "--robust-eps", "0", "--stats", "0"]
-    variants = [("project", []), ("baseline", []), ("project_amp", ["--amp"])]
-    if device.type == "cuda":                        # on a CPU, compiling alone takes minutes
-        variants += [("project_compile", ["--compile"])]
+        results[f"classifier_{tag}_{name}"] = timed(make(f, x, y, cb, device), 3, steps, device)
+    # "project" is what the scripts run on this device (on CUDA: the step as a CUDA graph), with
+    # the paper's loss alone, as in the baseline (which has no robust term or statistics prior);
+    # "full" is the scripts' whole default step (robust term and statistics prior included)
+    paper = ["--robust-eps", "0", "--stats", "0"]
+    variants = [("project", paper), ("baseline", paper), ("project_amp", paper + ["--amp"]),
+                ("project_full", [])]
+    if device.type == "cuda":
+        variants += [("project_eager", paper + ["--no-cuda-graph"])]
+    if device.type == "cuda" and args_cli.compile:   # on a CPU, compiling alone takes minutes
+        variants += [("project_compile", paper + ["--compile"])]
     for name, extra in variants:
-        torch.manual_seed(0)
-        gen_args = mod.parse_args(argv + extra)
-        place = (lambda m: m.to(device)) if name == "baseline" else (lambda m: common.place(m, device))
-        f = common.freeze(place(mod.Classifier()))
-        G = place(mod.build_generator(gen_args)).train()
-        opt = torch.optim.Adam(G.parameters(), lr=1e-4)
-        G_run = torch.compile(G) if gen_args.compile else G
-        f_run = torch.compile(f) if gen_args.compile else f
-        if name == "baseline":
-            fn = lambda: inversion_baseline(G_run, f_run, opt, gen_args, device)     # noqa: E731
-        else:
-            fn = lambda: (mod.inversion_step(G_run, f_run, opt, gen_args, device), gen_args.batch_size)[1]  # noqa: E731
         try:
-            results[f"inversion_{tag}_{name}"] = timed(fn, steps, 10 if gen_args.compile else 3, device)
+            results[f"inversion_{tag}_{name}"] = timed(*inversion_fn(mod, name, extra, x, y, gb, device),
+                                                       steps, device)
         except Exception as e:                       # e.g. no compiler toolchain for --compile
             print(f"{tag} {name}: skipped ({type(e).__name__}: {str(e).splitlines()[0][:120]})")
     for phase in ("classifier", "inversion"):
         results[f"{phase}_{tag}_speedup"] = results[f"{phase}_{tag}_project"] / results[f"{phase}_{tag}_baseline"]
 
 
+EXTRA_ROWS = [("eager", "--no-cuda-graph"), ("amp", "--amp"), ("compile", "--compile"),
+              ("full", "(whole default step)")]
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="auto", choices=["auto", "cuda", "mps", "cpu"])
     ap.add_argument("--quick", action="store_true", help="fewer, smaller steps (a 2-core CPU in < 2 min)")
+    ap.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
+                    help="on CUDA, also time --compile (compiling takes a minute or more)")
     ap.add_argument("--steps", type=common.positive_int, default=None, help="timed steps per measurement")
     args = ap.parse_args(argv)
     device = common.choose_device(args.device)
@@ -168,9 +188,9 @@ def main(argv=None):
         base = key[:-len("_speedup")]
         print(f"{base:<40} {results[base + '_project']:>10.0f} {results[base + '_baseline']:>10.0f} "
               f"{results[key]:>8.2f}")
-        for extra in ("amp", "compile"):
+        for extra, label in EXTRA_ROWS:
             if f"{base}_project_{extra}" in results:
-                print(f"{base + ' --' + extra:<40} {results[base + '_project_' + extra]:>10.0f}")
+                print(f"{base + ' ' + label:<40} {results[base + '_project_' + extra]:>10.0f}")
     print(json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in results.items()}))
     return results
 

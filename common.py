@@ -406,6 +406,9 @@ def build_parser(dataset, description, defaults, quick):
     add("--amp", action="store_true",
         help="bfloat16 autocast (CUDA; or a CPU with bfloat16 instructions, e.g. AMX)")
     add("--compile", action="store_true", help="torch.compile the models")
+    add("--cuda-graph", action=argparse.BooleanOptionalAction, default=True,
+        help="on CUDA, record the generator's training step once as a CUDA graph and replay it "
+             "(the whole step as one launch; see README, Speed); ignored elsewhere and with --compile")
     add("--fake-data", action="store_true", help="synthetic dataset-shaped data; never downloads")
     add("--fake-size", type=positive_int, default=3000,
         help="training images of --fake-data (set it to the real size to time a full run)")
@@ -486,8 +489,45 @@ def place(model: nn.Module, device) -> nn.Module:
 
 
 def autocast(device, enabled):
-    """bfloat16 autocast on CUDA or the CPU when --amp is given; a no-op otherwise (MPS)."""
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled and device.type in ("cuda", "cpu"))
+    """bfloat16 autocast on CUDA or the CPU when --amp is given; a no-op otherwise (MPS).
+    Its cache of cast weights is off while a CUDA graph is being recorded (a graph must not
+    keep tensors cast outside it)."""
+    recording = device.type == "cuda" and torch.cuda.is_current_stream_capturing()
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled and device.type in ("cuda", "cpu"),
+                          cache_enabled=not recording)
+
+
+def uses_cuda_graph(args, device) -> bool:
+    return args.cuda_graph and device.type == "cuda" and not args.compile
+
+
+class GraphedStep:
+    """--cuda-graph: each call is one training step.  The first `warmup` calls run step() as
+    written, on a side stream (as recording requires); the next call records one call of
+    step() as a CUDA graph, and that call and every later one replay the graph: the whole
+    step (forward, backward, Adam) as one launch, with no Python between its kernels.  The
+    random numbers differ on every replay.  step() must keep its shapes, never read a value
+    back to the host, and use an optimiser made with capturable=True.  Returns what step()
+    returns: tensors that each replay overwrites in place."""
+
+    def __init__(self, step, warmup=3):
+        self.step, self.warmup, self.calls, self.graph, self.out = step, warmup, 0, None, None
+
+    def __call__(self):
+        self.calls += 1
+        if self.calls <= self.warmup:
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                out = self.step()
+            torch.cuda.current_stream().wait_stream(side)
+            return out
+        if self.graph is None:
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph):
+                self.out = self.step()
+        self.graph.replay()
+        return self.out
 
 
 # =============================================================================================
@@ -1148,7 +1188,8 @@ def train_inversion(G, inversion_step, f, judge, data, args, device, out, datase
     """Train generator k with the script's inversion_step; resume from its checkpoint if asked."""
     seed_everything(args.seed + k)             # the generator phase does not depend on caching
     G = place(G, device)
-    opt = torch.optim.Adam(G.parameters(), lr=args.lr, betas=(0.5, 0.999))
+    graph = uses_cuda_graph(args, device)
+    opt = torch.optim.Adam(G.parameters(), lr=args.lr, betas=(0.5, 0.999), capturable=graph)
     path = out / ("generator.pt" if k == 0 else f"generator_{k}.pt")
     signature = {"dataset": dataset, "arch": architecture(G)}
     start = None
@@ -1161,9 +1202,11 @@ def train_inversion(G, inversion_step, f, judge, data, args, device, out, datase
         print(f"generator {k}: --resume, but no {path} yet; starting from step 0")
     G_step = torch.compile(G) if args.compile else G
     f_step = torch.compile(f) if args.compile else f
-    print(f"generator {k}: {architecture(G)}, {args.generator_steps} steps of batch {args.batch_size}")
+    print(f"generator {k}: {architecture(G)}, {args.generator_steps} steps of batch {args.batch_size}"
+          + (" (as a CUDA graph)" if graph else ""))
+    step = lambda: inversion_step(G_step, f_step, opt, args, device)              # noqa: E731
     history, evals, seconds = train_generator(
-        lambda: inversion_step(G_step, f_step, opt, args, device), G, opt, args, device, path,
+        GraphedStep(step) if graph else step, G, opt, args, device, path,
         signature, lambda: quick_eval(G, f, judge, data, G.n, args.margin), start)
     return G, {"history": history, "evals": evals, "seconds": seconds}
 
