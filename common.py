@@ -420,11 +420,13 @@ def build_parser(dataset, description, defaults, quick):
 
 
 def finish_args(ap, argv, quick):
-    """Parse; apply --quick (only to flags left at their defaults) and --dry-run."""
+    """Parse; apply --quick (only to flags not given on the command line) and --dry-run."""
     args = ap.parse_args(argv)
     if args.quick:
+        unset = object()                         # argparse leaves attributes already set alone
+        probe = ap.parse_args(argv, argparse.Namespace(**{a.dest: unset for a in ap._actions}))
         for key, value in quick.items():
-            if getattr(args, key) == ap.get_default(key):
+            if getattr(probe, key) is unset:     # not written on the command line
                 setattr(args, key, value)
     if args.dry_run:
         args.classifier_epochs, args.generator_steps = 1, min(args.generator_steps, 4)

@@ -128,3 +128,13 @@ def test_command_line_run_as_a_user_would(tmp_path):
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "device: cpu" in result.stdout and "L_inv" in result.stdout and "ETA" in result.stdout
+
+
+def test_quick_presets_only_the_flags_not_given_on_the_command_line():
+    fashion = load_script("fashion_inversion")
+    assert fashion.parse_args([]).tv == 5.0                   # Fashion-MNIST: TV at full length
+    assert fashion.parse_args(["--quick"]).tv == 0.0          # ... and not in --quick
+    assert fashion.parse_args(["--quick", "--tv", "5"]).tv == 5.0   # given equal to the default
+    args = fashion.parse_args(["--quick", "--batch-size", "256", "--augment"])
+    assert (args.batch_size, args.augment, args.width) == (256, True, common.QUICK["width"])
+    assert load_script("mnist_inversion").parse_args([]).tv == 0.0

@@ -3,7 +3,7 @@
 # time budget (seconds, first argument; default 450) would run out: the CUDA tests, the
 # default Fashion-MNIST run (real data, timed end to end), the benchmark, default-length runs
 # of the other scripts on fake data of the real size (timing only), the default generator
-# without the CUDA graph, more seeds and --tv 5 at full length, the benchmark's --compile rows.
+# without the CUDA graph and with --amp, more seeds, --tv 0, the benchmark's --compile rows.
 # Expects the Fashion-MNIST .gz files in gpu_data/FashionMNIST/raw (git-ignored; carry it).
 # Everything lands in $OUT: table.txt, the default run's samples.png, and all.tgz (every log,
 # metrics.json and figure).
@@ -60,8 +60,7 @@ cached amp --amp
 stage mnist_fake 100 python3 mnist_inversion.py --fake-data --fake-size 60000 --out-dir runs/mnist; summ mnist-fake runs/mnist
 stage svhn_fake 160 python3 svhn_inversion.py --fake-data --fake-size 73257 --out-dir runs/svhn; summ svhn-fake runs/svhn
 cached seed1 --seed 1
-cached tv5 --tv 5
-cached tv5_seed1 --tv 5 --seed 1
 cached seed2 --seed 2
-cached tv5_seed2 --tv 5 --seed 2
+cached tv0 --tv 0
+cached amp_seed1 --amp --seed 1
 stage benchmark_compile 150 python3 benchmark.py --device cuda; tail -14 runs/logs/benchmark_compile.log
