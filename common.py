@@ -1009,15 +1009,6 @@ def _plt():
     return plt
 
 
-def _show(ax, img):
-    img = img.detach().float().cpu()
-    if img.shape[0] == 1:
-        ax.imshow(img[0].numpy(), cmap="gray", vmin=0, vmax=1)
-    else:
-        ax.imshow(img.permute(1, 2, 0).clamp(0, 1).numpy())
-    ax.set_xticks([]), ax.set_yticks([])
-
-
 def _save_fig(fig, path):
     plt = _plt()
     tmp = Path(path).with_name(f".{Path(path).name}.tmp.png")
@@ -1026,25 +1017,36 @@ def _save_fig(fig, path):
     os.replace(tmp, path)
 
 
+def mosaic(rows, pad=2):
+    """rows: a list of (K_r, C, H, W) tensors -> one (R(H+pad), K(W+pad), 3) RGB array on a white
+    ground, K the longest row (shorter rows end in white)."""
+    R, K = len(rows), max(len(r) for r in rows)
+    _, C, H, W = rows[0].shape
+    grid = torch.ones(R, K, 3, H + pad, W + pad)
+    for r, imgs in enumerate(rows):
+        imgs = imgs.detach().float().cpu().clamp(0, 1).expand(-1, 3, -1, -1)   # gray -> RGB
+        grid[r, :len(imgs), :, :H, :W] = imgs
+    return grid.permute(0, 3, 1, 4, 2).reshape(R * (H + pad), K * (W + pad), 3).numpy()
+
+
 def image_grid_figure(path, rows, row_names, col_names=None, title=None):
-    """rows: a list of (K, C, H, W) tensors, one per class: the Figure-2 layout."""
+    """rows: a list of (K, C, H, W) tensors, one per class: the Figure-2 layout, drawn as one
+    image (one matplotlib axis per image took seconds per figure)."""
     plt = _plt()
     R, K = len(rows), max(len(r) for r in rows)
-    fig, axes = plt.subplots(R, K, figsize=(0.75 * K + 1.2, 0.75 * R + 0.4), squeeze=False)
-    for r, imgs in enumerate(rows):
-        for k in range(K):
-            ax = axes[r][k]
-            if k < len(imgs):
-                _show(ax, imgs[k])
-            else:
-                ax.axis("off")
-            if k == 0:
-                ax.set_ylabel(row_names[r], rotation=0, ha="right", va="center", fontsize=8)
-            if r == 0 and col_names:
-                ax.set_title(col_names[k], fontsize=7)
+    H, W = rows[0].shape[-2:]
+    fig, ax = plt.subplots(figsize=(0.75 * K + 1.2, 0.75 * R + 0.4))
+    ax.imshow(mosaic(rows), interpolation="nearest")
+    ax.set_yticks([(r + 0.5) * (H + 2) - 1.5 for r in range(R)], row_names[:R], fontsize=8)
+    ax.set_xticks([(k + 0.5) * (W + 2) - 1.5 for k in range(K)], col_names or [], fontsize=7)
+    if not col_names:
+        ax.set_xticks([])
+    ax.xaxis.tick_top()
+    ax.tick_params(length=0)
+    for side in ax.spines.values():
+        side.set_visible(False)
     if title:
-        fig.suptitle(title, fontsize=9)
-    fig.subplots_adjust(wspace=0.05, hspace=0.05)
+        ax.set_title(title, fontsize=9, pad=18 if col_names else 6)
     _save_fig(fig, path)
 
 
