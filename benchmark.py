@@ -12,7 +12,7 @@ times, in images per second:
                         TensorDataset on the CPU, each batch copied to the device, loss.item()
                         every step.
   inversion training    project: the script's inversion_step with the paper's loss alone
-                        (--robust-eps 0 --stats 0), terms kept on the device, the
+                        (--robust-eps 0 --stats 0 --tv 0), terms kept on the device, the
                         project's layout, and on CUDA recorded once as a CUDA graph and
                         replayed (common.GraphedStep, --cuda-graph, the scripts' default);
                         baseline: the same models and loss, with the hot matrix H built row by
@@ -163,7 +163,7 @@ def bench_shape(mod, device, args_cli, results):
     # "project" is what the scripts run on this device (on CUDA: the step as a CUDA graph), with
     # the paper's loss alone, as in the baseline (which has no robust term or statistics prior);
     # "full" is the scripts' whole default step (robust term and statistics prior included)
-    paper = ["--robust-eps", "0", "--stats", "0"]
+    paper = ["--robust-eps", "0", "--stats", "0", "--tv", "0"]
     variants = [("project", paper), ("baseline", paper), ("project_amp", paper + ["--amp"]),
                 ("project_full", [])]
     if device.type == "cuda":
