@@ -16,7 +16,8 @@ Where the paper is implemented (sections of this file, top to bottom):
                                   L_inv = alpha KL(P||Q) + beta CE + gamma L_cos
                                   (common.inversion_loss); robust term of Sec. 3 (--robust-eps);
                                   beyond the paper, marked as such: a feature-statistics
-                                  prior (--stats, on by default) and total variation (--tv)
+                                  prior (--stats, on by default) and total variation (--tv, on
+                                  by default for this dataset, not with --quick)
     6. results        (Fig. 2)    samples.png: one row per class, drawn at the arg-max margin
                                   --margin (Sec. 2 "intensity"); metrics.json, samples.pt, ...
 
