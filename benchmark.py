@@ -137,13 +137,11 @@ def inversion_fn(mod, name, extra, x, y, batch, device):
     if args.stats > 0:                                   # the statistics prior ("full")
         f.stats = common.feature_statistics(f, x, y, 10)
     G = place(mod.build_generator(args)).train()
-    graph = name != "baseline" and common.uses_cuda_graph(args, device)
-    opt = torch.optim.Adam(G.parameters(), lr=1e-4, capturable=graph)
-    G_run, f_run = (torch.compile(G), torch.compile(f)) if args.compile else (G, f)
     if name == "baseline":
+        opt = torch.optim.Adam(G.parameters(), lr=1e-4)
         return (lambda: inversion_baseline(G, f, opt, args, device)), 3
-    step = lambda: mod.inversion_step(G_run, f_run, opt, args, device)        # noqa: E731
-    step = common.GraphedStep(step) if graph else step
+    opt = torch.optim.Adam(G.parameters(), lr=1e-4, capturable=common.uses_cuda_graph(args, device))
+    step = common.training_step(mod.inversion_step, G, f, opt, args, device)   # as the scripts run it
     return (lambda: (step(), batch)[1]), (10 if args.compile else 4)
 
 

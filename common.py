@@ -500,6 +500,8 @@ def autocast(device, enabled):
 
 
 def uses_cuda_graph(args, device) -> bool:
+    """--cuda-graph applies: on CUDA, and not with --compile.  G's optimiser must then be
+    made with capturable=True."""
     return args.cuda_graph and device.type == "cuda" and not args.compile
 
 
@@ -530,6 +532,14 @@ class GraphedStep:
                 self.out = self.step()
         self.graph.replay()
         return self.out
+
+
+def training_step(inversion_step, G, f, opt, args, device):
+    """The script's inversion step as training runs it: on torch.compile'd models with
+    --compile, recorded and replayed as a CUDA graph with --cuda-graph on CUDA."""
+    G_run, f_run = (torch.compile(G), torch.compile(f)) if args.compile else (G, f)
+    step = lambda: inversion_step(G_run, f_run, opt, args, device)              # noqa: E731
+    return GraphedStep(step) if uses_cuda_graph(args, device) else step
 
 
 # =============================================================================================
@@ -1021,7 +1031,7 @@ def mosaic(rows, pad=2):
     """rows: a list of (K_r, C, H, W) tensors -> one (R(H+pad), K(W+pad), 3) RGB array on a white
     ground, K the longest row (shorter rows end in white)."""
     R, K = len(rows), max(len(r) for r in rows)
-    _, C, H, W = rows[0].shape
+    H, W = rows[0].shape[-2:]
     grid = torch.ones(R, K, 3, H + pad, W + pad)
     for r, imgs in enumerate(rows):
         imgs = imgs.detach().float().cpu().clamp(0, 1).expand(-1, 3, -1, -1)   # gray -> RGB
@@ -1029,17 +1039,18 @@ def mosaic(rows, pad=2):
     return grid.permute(0, 3, 1, 4, 2).reshape(R * (H + pad), K * (W + pad), 3).numpy()
 
 
-def image_grid_figure(path, rows, row_names, col_names=None, title=None):
+def image_grid_figure(path, rows, row_names, col_names=None, title=None, pad=2):
     """rows: a list of (K, C, H, W) tensors, one per class: the Figure-2 layout, drawn as one
     image (one matplotlib axis per image took seconds per figure)."""
     plt = _plt()
     R, K = len(rows), max(len(r) for r in rows)
     H, W = rows[0].shape[-2:]
     fig, ax = plt.subplots(figsize=(0.75 * K + 1.2, 0.75 * R + 0.4))
-    ax.imshow(mosaic(rows), interpolation="nearest")
-    ax.set_yticks([(r + 0.5) * (H + 2) - 1.5 for r in range(R)], row_names[:R], fontsize=8)
-    ax.set_xticks([(k + 0.5) * (W + 2) - 1.5 for k in range(K)], col_names or [], fontsize=7)
-    if not col_names:
+    ax.imshow(mosaic(rows, pad), interpolation="nearest")
+    ax.set_yticks([r * (H + pad) + (H - 1) / 2 for r in range(R)], row_names[:R], fontsize=8)
+    if col_names:                                                # centred above each column
+        ax.set_xticks([k * (W + pad) + (W - 1) / 2 for k in range(K)], col_names, fontsize=7)
+    else:
         ax.set_xticks([])
     ax.xaxis.tick_top()
     ax.tick_params(length=0)
@@ -1204,13 +1215,10 @@ def train_inversion(G, inversion_step, f, judge, data, args, device, out, datase
         print(f"generator {k}: resuming {path} from step {start['step']} to {args.generator_steps}")
     elif args.resume:
         print(f"generator {k}: --resume, but no {path} yet; starting from step 0")
-    G_step = torch.compile(G) if args.compile else G
-    f_step = torch.compile(f) if args.compile else f
     print(f"generator {k}: {architecture(G)}, {args.generator_steps} steps of batch {args.batch_size}"
           + (" (as a CUDA graph)" if graph else ""))
-    step = lambda: inversion_step(G_step, f_step, opt, args, device)              # noqa: E731
     history, evals, seconds = train_generator(
-        GraphedStep(step) if graph else step, G, opt, args, device, path,
+        training_step(inversion_step, G, f, opt, args, device), G, opt, args, device, path,
         signature, lambda: quick_eval(G, f, judge, data, G.n, args.margin), start)
     return G, {"history": history, "evals": evals, "seconds": seconds}
 
