@@ -968,6 +968,26 @@ def features_of(model, x, batch=1000):
 
 
 @torch.no_grad()
+def frechet_references(judge, labels, data, real_feats, n_classes):
+    """Fréchet distances of stand-ins for the samples, on the same scale as frechet_distance:
+    training images, as many per class as there are samples (the floor at this sample size),
+    the same images with a little Gaussian pixel noise (how far an almost invisible change
+    moves this number), and each class's mean training image (a collapsed generator)."""
+    x_tr, y_tr = data["x_train"], data["y_train"]
+    picks = []
+    for c in range(n_classes):
+        idx = torch.nonzero(y_tr == c)[:, 0]
+        picks.append(idx[torch.randperm(len(idx), device=idx.device)[:int((labels == c).sum())]])
+    real = x_tr[torch.cat(picks)]
+    means = torch.stack([x_tr[y_tr == c].mean(0) for c in range(n_classes)])
+    stand_ins = {"training_images": real,
+                 "training_images_noise_0.05": (real + 0.05 * torch.randn_like(real)).clamp(0, 1),
+                 "training_images_noise_0.1": (real + 0.1 * torch.randn_like(real)).clamp(0, 1),
+                 "class_mean_images": means[labels]}
+    return {name: frechet_distance(features_of(judge, x), real_feats) for name, x in stand_ins.items()}
+
+
+@torch.no_grad()
 def inversion_metrics(images, labels, f, judge, data, n_classes):
     """The numbers of metrics.json["inversion"] for samples (images, labels)."""
     f_pred = torch.cat([torch.softmax(f(c), 1) for c in images.split(1000)])
@@ -999,6 +1019,7 @@ def inversion_metrics(images, labels, f, judge, data, n_classes):
         "feature_cosine": sum(cosines) / n_classes,
         "frechet_distance": frechet_distance(features_of(judge, images), real_feats),
         "frechet_distance_real": frechet_distance(real_feats[perm[:half]], real_feats[perm[half:]]),
+        "frechet_reference": frechet_references(judge, labels, data, real_feats, n_classes),
         "nn_distance": nn_d.mean().item(),
     }
 
@@ -1109,6 +1130,7 @@ def print_summary(metrics):
             ("feature cosine within class", inv["feature_cosine"]),
             ("Frechet distance (judge features)", inv["frechet_distance"]),
             ("  real vs real reference", inv["frechet_distance_real"]),
+            *[(f"  {k.replace('_', ' ')}", v) for k, v in inv["frechet_reference"].items()],
             ("nn distance to training images", inv["nn_distance"]),
             ("seconds, total", metrics["seconds"]["total"])]
     print(f"\nsummary (samples at margin {metrics['config']['margin'] or 'natural'})")
@@ -1162,8 +1184,9 @@ def warn_if_slow(args, device, f, G, inversion_step, n_train):
     t_G = (time.time() - t0) / 2
     torch.set_rng_state(state)
     total = 2 * t_f * args.classifier_epochs * n_train / len(x) + t_G * args.generator_steps * args.num_generators
-    print(f"note: this is a CPU without --quick; the default run is sized for a GPU and will take "
-          f"about {total / 60:.0f} minutes here (estimated from timing a few steps). "
+    print(f"note: this is a CPU without --quick; the default run is sized for a GPU: training "
+          f"everything from scratch takes about {total / 60:.0f} minutes here (estimated from "
+          f"timing a few steps; cached models and --resume take less). "
           f"Add --quick for a run of a few minutes.")
 
 

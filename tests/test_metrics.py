@@ -58,3 +58,30 @@ def test_inversion_metrics_on_real_images_score_like_real_data():
     assert abs(m["diversity_ratio"] - 1.0) < 1e-9
     assert m["nn_distance"] < 1e-3
     assert len(m["per_class_target_accuracy"]) == 10
+
+
+def test_frechet_references_draw_per_class_and_order_noise_and_collapse():
+    # features = the pixels themselves, so each reference's distance can be reasoned about:
+    # training images scored against themselves ~ 0; pixel noise raises it, more noise more;
+    # every sample replaced by its class's mean image loses all within-class variance
+    torch.manual_seed(0)
+    n, N = 4, 8000
+    y = torch.arange(N) % n
+    x = (torch.rand(N, 1, 3, 3) * 0.5 + y.float()[:, None, None, None] / 8).clamp(0, 1)
+
+    class PixelJudge(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.features = torch.nn.Flatten()
+    data = {"x_train": x, "y_train": y}
+    labels = torch.arange(n).repeat_interleave(1000)
+    ref = common.frechet_references(PixelJudge(), labels, data, x.flatten(1), n)
+    assert set(ref) == {"training_images", "training_images_noise_0.05", "training_images_noise_0.1",
+                        "class_mean_images"}
+    assert ref["training_images"] < 0.01
+    assert ref["training_images"] < ref["training_images_noise_0.05"] < ref["training_images_noise_0.1"]
+    # mean images: covariance b u u^T (u = ones / 3, the class offsets y / 8 shift all 9 pixels
+    # alike), against b u u^T + w I with w = Var U(0, 0.5) = 0.25 / 12; Frechet distance in
+    # closed form: 2b + 9w - 2 sqrt(b (b + w))
+    b, w = 9 * torch.tensor([0, 1, 2, 3.0]).div(8).var(unbiased=False).item(), 0.25 / 12
+    assert abs(ref["class_mean_images"] - (2 * b + 9 * w - 2 * (b * (b + w)) ** 0.5)) < 0.01
