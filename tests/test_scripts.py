@@ -1,5 +1,6 @@
 """Each script end to end: --fake-data --dry-run writes every output, samples.pt keeps its
 contract, a second run reuses the cached classifier, and the real on-disk formats run too."""
+import importlib.util
 import json
 import math
 import subprocess
@@ -42,7 +43,7 @@ def test_dry_run_writes_every_output_and_samples_follow_the_contract(tmp_path, n
     saved = json.loads((out / "metrics.json").read_text())
     inv = saved["inversion"]
     for key in ["target_accuracy", "per_class_target_accuracy", "mean_confidence", "judge_accuracy",
-                "diversity_ratio", "feature_cosine", "frechet_distance", "frechet_distance_real",
+                "diversity_ratio", "feature_cosine", "frechet_distance", "frechet_distance_real", "frechet_reference",
                 "nn_distance"]:
         assert key in inv, key
     assert len(inv["per_class_target_accuracy"]) == 10
@@ -138,3 +139,19 @@ def test_quick_presets_only_the_flags_not_given_on_the_command_line():
     args = fashion.parse_args(["--quick", "--batch-size", "256", "--augment"])
     assert (args.batch_size, args.augment, args.width) == (256, True, common.QUICK["width"])
     assert load_script("mnist_inversion").parse_args([]).tv == 0.0
+
+
+def test_frechet_scale_tool_scores_a_finished_run(tmp_path):
+    out = tmp_path / "run"
+    load_script("mnist_inversion").main(["--fake-data", "--dry-run", "--device", "cpu", "--out-dir", str(out),
+                                         "--eval-per-class", "20"])
+    spec = importlib.util.spec_from_file_location("frechet_scale", ROOT / "tools" / "frechet_scale.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    dist = tool.run([str(out), "--script", "mnist_inversion", "--fake-data"])
+    assert list(dist)[:2] == ["samples (samples.pt)", "training images"] and len(dist) == 9
+    assert all(math.isfinite(d) and d >= 0 for d in dist.values())
+    assert dist["class mean images"] > dist["training images"]     # no within-class variety at all
+    assert (out / "frechet_scale.png").stat().st_size > 0
+    with pytest.raises(common.UserError, match="samples.pt not found"):
+        tool.run([str(tmp_path / "nowhere"), "--fake-data"])
