@@ -85,6 +85,8 @@ def run(argv=None):
         means = (fake.double().mean(0) - real.double().mean(0)).square().sum().item()
         print(f"  {name:<42} {common.frechet_distance(fake, real):8.2f} {means:8.2f} "
               f"{common.frechet_distance(own, real):9.2f}")
+    print(f"pixels above 0.9: samples {(x > 0.9).float().mean():.1%}, test images "
+          f"{(data['x_test'] > 0.9).float().mean():.1%}; mean pixel {x.mean():.3f} and {data['x_test'].mean():.3f}")
     firsts = torch.stack([torch.nonzero(labels == c)[0, 0] for c in range(n)])     # one image per class
     common.image_grid_figure(run_dir / "frechet_scale.png", [v[firsts] for v in rows.values()],
                              [k.strip() for k in rows], list(script.CLASSES),
