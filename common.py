@@ -937,6 +937,13 @@ def mean_pairwise_distance(x):
     return (d.sum() / (N * (N - 1))).item()
 
 
+def mean_pairwise_cosine(phi):
+    """Mean cosine similarity over pairs i != j of feature vectors (N, D): L_cos, measured."""
+    u = F.normalize(phi, dim=1)
+    N = len(u)
+    return ((u @ u.T).sum() - N).item() / max(N * (N - 1), 1)
+
+
 def frechet_distance(a, b):
     """||mu_a - mu_b||^2 + Tr(S_a + S_b - 2 (S_a S_b)^(1/2)) of two feature sets (N, D)."""
     a, b = a.double(), b.double()
@@ -995,15 +1002,13 @@ def inversion_metrics(images, labels, f, judge, data, n_classes):
     hit = f_pred.argmax(1) == labels
     per_class = [hit[labels == c].float().mean().item() for c in range(n_classes)]
     x_te, y_te = data["x_test"], data["y_test"]
-    div_ratios, cosines = [], []
-    phi = features_of(f, images)
+    div_ratios, cosines, cosines_real = [], [], []
     for c in range(n_classes):
         fake, real = images[labels == c], x_te[y_te == c][:len(images[labels == c])]
         real_d = mean_pairwise_distance(real)
         div_ratios.append(mean_pairwise_distance(fake) / real_d if real_d > 0 else 0.0)
-        u = F.normalize(phi[labels == c], dim=1)
-        m = len(u)
-        cosines.append(((u @ u.T).sum() - m).item() / max(m * (m - 1), 1))
+        cosines.append(mean_pairwise_cosine(features_of(f, fake)))
+        cosines_real.append(mean_pairwise_cosine(features_of(f, real)))
     real_feats = features_of(judge, x_te)
     half = len(real_feats) // 2
     perm = torch.randperm(len(real_feats), device=real_feats.device)
@@ -1017,6 +1022,7 @@ def inversion_metrics(images, labels, f, judge, data, n_classes):
         "diversity_ratio": sum(div_ratios) / n_classes,
         "per_class_diversity_ratio": div_ratios,
         "feature_cosine": sum(cosines) / n_classes,
+        "feature_cosine_real": sum(cosines_real) / n_classes,
         "frechet_distance": frechet_distance(features_of(judge, images), real_feats),
         "frechet_distance_real": frechet_distance(real_feats[perm[:half]], real_feats[perm[half:]]),
         "frechet_reference": frechet_references(judge, labels, data, real_feats, n_classes),
@@ -1128,6 +1134,7 @@ def print_summary(metrics):
             ("mean confidence", inv["mean_confidence"]),
             ("diversity ratio (samples / real)", inv["diversity_ratio"]),
             ("feature cosine within class", inv["feature_cosine"]),
+            ("  real test images", inv["feature_cosine_real"]),
             ("Frechet distance (judge features)", inv["frechet_distance"]),
             ("  real vs real reference", inv["frechet_distance_real"]),
             *[(f"  {k.replace('_', ' ')}", v) for k, v in inv["frechet_reference"].items()],

@@ -57,7 +57,15 @@ def test_inversion_metrics_on_real_images_score_like_real_data():
     assert m["target_accuracy"] == 1.0 and m["judge_accuracy"] == 1.0
     assert abs(m["diversity_ratio"] - 1.0) < 1e-9
     assert m["nn_distance"] < 1e-3
+    assert abs(m["feature_cosine"] - m["feature_cosine_real"]) < 1e-9
     assert len(m["per_class_target_accuracy"]) == 10
+
+
+def test_feature_cosine_measures_what_the_cosine_term_trains():
+    torch.manual_seed(0)
+    phi = torch.randn(30, 16) + 2.0
+    assert abs(common.mean_pairwise_cosine(phi) - common.cosine_term(phi).item()) < 1e-5
+    assert abs(common.mean_pairwise_cosine(phi[:1].repeat(5, 1)) - 1.0) < 1e-6   # collapsed: 1
 
 
 def test_frechet_references_draw_per_class_and_order_noise_and_collapse():

@@ -43,7 +43,8 @@ def test_dry_run_writes_every_output_and_samples_follow_the_contract(tmp_path, n
     saved = json.loads((out / "metrics.json").read_text())
     inv = saved["inversion"]
     for key in ["target_accuracy", "per_class_target_accuracy", "mean_confidence", "judge_accuracy",
-                "diversity_ratio", "feature_cosine", "frechet_distance", "frechet_distance_real", "frechet_reference",
+                "diversity_ratio", "feature_cosine", "feature_cosine_real", "frechet_distance",
+                "frechet_distance_real", "frechet_reference",
                 "nn_distance"]:
         assert key in inv, key
     assert len(inv["per_class_target_accuracy"]) == 10
