@@ -938,10 +938,9 @@ def mean_pairwise_distance(x):
 
 
 def mean_pairwise_cosine(phi):
-    """Mean cosine similarity over pairs i != j of feature vectors (N, D): L_cos, measured."""
-    u = F.normalize(phi, dim=1)
-    N = len(u)
-    return ((u @ u.T).sum() - N).item() / max(N * (N - 1), 1)
+    """Mean cosine similarity over pairs i != j of feature vectors (N, D): L_cos, measured
+    (0 for fewer than two)."""
+    return cosine_term(phi).item() if len(phi) > 1 else 0.0
 
 
 def frechet_distance(a, b):
@@ -974,24 +973,28 @@ def features_of(model, x, batch=1000):
     return torch.cat([model.features(chunk).flatten(1).float() for chunk in x.split(batch)])
 
 
-@torch.no_grad()
-def frechet_references(judge, labels, data, real_feats, n_classes):
-    """Fréchet distances of stand-ins for the samples, on the same scale as frechet_distance:
-    training images, as many per class as there are samples (the floor at this sample size),
-    the same images with a little Gaussian pixel noise (how far an almost invisible change
-    moves this number), and each class's mean training image (a collapsed generator)."""
+def stand_in_images(data, labels, n_classes, noise=(0.05, 0.1)):
+    """Stand-ins for samples with these labels, made from real training images, in the labels'
+    order: a random training image of each label, the same with Gaussian pixel noise of each
+    standard deviation in noise (clipped to [0, 1]), and each label's mean training image."""
     x_tr, y_tr = data["x_train"], data["y_train"]
-    picks = []
+    real = torch.empty(len(labels), *x_tr.shape[1:], device=x_tr.device)
     for c in range(n_classes):
         idx = torch.nonzero(y_tr == c)[:, 0]
-        picks.append(idx[torch.randperm(len(idx), device=idx.device)[:int((labels == c).sum())]])
-    real = x_tr[torch.cat(picks)]
+        real[labels == c] = x_tr[idx[torch.randperm(len(idx), device=idx.device)[:int((labels == c).sum())]]]
     means = torch.stack([x_tr[y_tr == c].mean(0) for c in range(n_classes)])
-    stand_ins = {"training_images": real,
-                 "training_images_noise_0.05": (real + 0.05 * torch.randn_like(real)).clamp(0, 1),
-                 "training_images_noise_0.1": (real + 0.1 * torch.randn_like(real)).clamp(0, 1),
-                 "class_mean_images": means[labels]}
-    return {name: frechet_distance(features_of(judge, x), real_feats) for name, x in stand_ins.items()}
+    return {"training_images": real,
+            **{f"training_images_noise_{s:g}": (real + s * torch.randn_like(real)).clamp(0, 1) for s in noise},
+            "class_mean_images": means[labels]}
+
+
+@torch.no_grad()
+def frechet_references(judge, labels, data, real_feats, n_classes):
+    """Fréchet distances of stand_in_images, on the same scale as frechet_distance: training
+    images (the floor at this sample size), with a little pixel noise (how far an almost
+    invisible change moves this number), and class means (a collapsed generator)."""
+    return {name: frechet_distance(features_of(judge, x), real_feats)
+            for name, x in stand_in_images(data, labels, n_classes).items()}
 
 
 @torch.no_grad()
@@ -1003,11 +1006,12 @@ def inversion_metrics(images, labels, f, judge, data, n_classes):
     per_class = [hit[labels == c].float().mean().item() for c in range(n_classes)]
     x_te, y_te = data["x_test"], data["y_test"]
     div_ratios, cosines, cosines_real = [], [], []
+    phi = features_of(f, images)
     for c in range(n_classes):
         fake, real = images[labels == c], x_te[y_te == c][:len(images[labels == c])]
         real_d = mean_pairwise_distance(real)
         div_ratios.append(mean_pairwise_distance(fake) / real_d if real_d > 0 else 0.0)
-        cosines.append(mean_pairwise_cosine(features_of(f, fake)))
+        cosines.append(mean_pairwise_cosine(phi[labels == c]))
         cosines_real.append(mean_pairwise_cosine(features_of(f, real)))
     real_feats = features_of(judge, x_te)
     half = len(real_feats) // 2

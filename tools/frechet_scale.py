@@ -36,16 +36,17 @@ def pixel_gaussian(x, y, labels, n):
 
 
 def stand_ins(data, labels, n):
+    """common.stand_in_images (more noise levels), blurred images and the pixel model; every
+    set in the order of labels."""
     import torchvision.transforms.functional as TF
-    x, y = data["x_train"], data["y_train"]
-    real = torch.cat([x[y == c][torch.randperm(int((y == c).sum()))[:int((labels == c).sum())]] for c in range(n)])
-    noisy = lambda s: (real + s * torch.randn_like(real)).clamp(0, 1)  # noqa: E731
+    shared = common.stand_in_images(data, labels, n, noise=(0.02, 0.05, 0.1))
+    real = shared["training_images"]
     return {"training images": real,
-            "  + noise 0.02": noisy(0.02), "  + noise 0.05": noisy(0.05), "  + noise 0.1": noisy(0.1),
+            **{f"  + noise {s:g}": shared[f"training_images_noise_{s:g}"] for s in (0.02, 0.05, 0.1)},
             "  blurred, sigma 0.5 px": TF.gaussian_blur(real, 5, 0.5),
             "  blurred, sigma 1 px": TF.gaussian_blur(real, 5, 1.0),
-            "per-class Gaussian pixel model": pixel_gaussian(x, y, labels, n),
-            "class mean images": torch.stack([x[y == c].mean(0) for c in range(n)])[labels]}
+            "per-class Gaussian pixel model": pixel_gaussian(data["x_train"], data["y_train"], labels, n),
+            "class mean images": shared["class_mean_images"]}
 
 
 def run(argv=None):
@@ -73,15 +74,15 @@ def run(argv=None):
     x, labels = samples["images"], samples["labels"]
     real_feats = common.features_of(judge, data["x_test"])
     rows = {"samples (samples.pt)": x, **stand_ins(data, labels, n)}
-    dist = {name: common.frechet_distance(common.features_of(judge, images), real_feats)
-            for name, images in rows.items()}
+    feats = {name: common.features_of(judge, images) for name, images in rows.items()}
+    dist = {name: common.frechet_distance(phi, real_feats) for name, phi in feats.items()}
     print(f"{'images, scored against the test set':<36} {'Frechet':>9} {'/ training images':>18}")
     for name, d in dist.items():
         print(f"{name:<36} {d:9.3f} {d / dist['training images']:18.1f}")
     print(f"\nper class, against that class's test images: {'samples':>8} {'(means)':>8} {'training':>9}")
     for c, name in enumerate(script.CLASSES):
-        fake, real = common.features_of(judge, x[labels == c]), real_feats[data["y_test"] == c]
-        own = common.features_of(judge, rows["training images"][labels == c])
+        fake, real = feats["samples (samples.pt)"][labels == c], real_feats[data["y_test"] == c]
+        own = feats["training images"][labels == c]
         means = (fake.double().mean(0) - real.double().mean(0)).square().sum().item()
         print(f"  {name:<42} {common.frechet_distance(fake, real):8.2f} {means:8.2f} "
               f"{common.frechet_distance(own, real):9.2f}")
