@@ -70,8 +70,11 @@ def run(argv=None):
     judge = common.Judge(script.SHAPE[0], n)
     judge.load_state_dict(common.load_checkpoint(run_dir / "judge.pt", "judge", {"dataset": script.DATASET})["model"])
     judge.eval()
-    samples = torch.load(run_dir / "samples.pt")
-    x, labels = samples["images"], samples["labels"]
+    try:
+        samples = torch.load(run_dir / "samples.pt")
+        x, labels = samples["images"], samples["labels"]
+    except Exception as e:
+        raise common.UserError(f"{run_dir / 'samples.pt'} is not a readable samples file ({type(e).__name__})") from None
     real_feats = common.features_of(judge, data["x_test"])
     rows = {"samples (samples.pt)": x, **stand_ins(data, labels, n)}
     feats = {name: common.features_of(judge, images) for name, images in rows.items()}
