@@ -7,20 +7,20 @@ For each image shape (1x28x28: the MNIST/Fashion-MNIST scripts; 3x32x32: SVHN/CI
 times, in images per second:
   classifier training   project: the whole split on the device, batches by indexing a random
                         permutation, augmentation on the device, no host sync per step
-                        (common.fit_classifier's loop), images and weights channels-last
-                        on a CPU (common.layout); baseline: a DataLoader over a
+                        (the scripts' train_classifier loop), images and weights channels-last
+                        on a CPU (common.place); baseline: a DataLoader over a
                         TensorDataset on the CPU, each batch copied to the device, loss.item()
                         every step.
   inversion training    project: the script's inversion_step with the paper's loss alone
-                        (--robust-eps 0 --stats 0 --tv 0), terms kept on the device, the
-                        project's layout, and on CUDA recorded once as a CUDA graph and
-                        replayed (common.GraphedStep, --cuda-graph, the scripts' default);
+                        (--paper), terms kept on the device, the project's layout, and on
+                        CUDA recorded once as a CUDA graph and replayed (common.GraphedStep,
+                        --cuda-graph, the scripts' default);
                         baseline: the same models and loss, with the hot matrix H built row by
                         row on the CPU and copied over, and every loss term read with .item()
                         each step (the usual way of logging).
 It also times the project's inversion step with --amp (bfloat16 autocast), the scripts'
 whole default step (robust term and statistics prior included: "full"), and on CUDA the
-step run eagerly (--no-cuda-graph) and with --compile.
+step run eagerly (--no-cuda-graph).
 The last line printed is one JSON object; keys ending in "speedup" are project / baseline.
 """
 import argparse
@@ -58,7 +58,7 @@ def best_of_rounds(fns, steps, rounds, device):
         try:
             for _ in range(warmup):
                 fn()
-        except Exception as e:                       # e.g. no compiler toolchain for --compile
+        except Exception as e:                       # e.g. a variant this device cannot run
             print(f"{key}: skipped ({type(e).__name__}: {str(e).splitlines()[0][:120]})")
             del fns[key]
     for _ in range(rounds):
@@ -133,16 +133,17 @@ def inversion_fn(mod, name, extra, x, y, batch, device):
     torch.manual_seed(0)
     args = mod.parse_args(["--batch-size", str(batch), "--device", device.type] + extra)
     place = (lambda m: m.to(device)) if name == "baseline" else (lambda m: common.place(m, device))
-    f = common.freeze(place(mod.Classifier()))
-    if args.stats > 0:                                   # the statistics prior ("full")
-        f.stats = common.feature_statistics(f, x, y, 10)
+    f = place(mod.Classifier()).eval().requires_grad_(False)
+    stats = common.feature_statistics(f, x, y, 10)       # for the statistics prior ("full")
     G = place(mod.build_generator(args)).train()
     if name == "baseline":
         opt = torch.optim.Adam(G.parameters(), lr=1e-4)
         return (lambda: inversion_baseline(G, f, opt, args, device)), 3
-    opt = torch.optim.Adam(G.parameters(), lr=1e-4, capturable=common.uses_cuda_graph(args, device))
-    step = common.training_step(mod.inversion_step, G, f, opt, args, device)   # as the scripts run it
-    return (lambda: (step(), batch)[1]), (10 if args.compile else 4)
+    graph = args.cuda_graph and device.type == "cuda"   # as the scripts run it
+    opt = torch.optim.Adam(G.parameters(), lr=1e-4, capturable=graph)
+    step = lambda: mod.inversion_step(G, f, opt, args, stats, device)           # noqa: E731
+    step = common.GraphedStep(step) if graph else step
+    return (lambda: (step(), batch)[1]), 4
 
 
 def bench_shape(mod, device, args_cli, results):
@@ -156,18 +157,16 @@ def bench_shape(mod, device, args_cli, results):
         torch.manual_seed(0)
         f = mod.Classifier().to(device).train()
         if name == "project":                        # the project's memory layout (channels-last on a CPU)
-            f, x = common.place(f, device), x.contiguous(memory_format=common.layout(device))
+            f, x = common.place(f, device), common.place(x, device)
         fns[f"classifier_{tag}_{name}"] = (make(f, x, y, cb, device), 3)
     # "project" is what the scripts run on this device (on CUDA: the step as a CUDA graph), with
     # the paper's loss alone, as in the baseline (which has no robust term or statistics prior);
     # "full" is the scripts' whole default step (robust term and statistics prior included)
-    paper = ["--robust-eps", "0", "--stats", "0", "--tv", "0"]
+    paper = ["--paper"]
     variants = [("project", paper), ("baseline", paper), ("project_amp", paper + ["--amp"]),
                 ("project_full", [])]
     if device.type == "cuda":
         variants += [("project_eager", paper + ["--no-cuda-graph"])]
-    if device.type == "cuda" and args_cli.compile:   # on a CPU, compiling alone takes minutes
-        variants += [("project_compile", paper + ["--compile"])]
     for name, extra in variants:
         fns[f"inversion_{tag}_{name}"] = inversion_fn(mod, name, extra, x, y, gb, device)
     results.update(best_of_rounds(fns, args_cli.steps, args_cli.rounds, device))
@@ -175,21 +174,19 @@ def bench_shape(mod, device, args_cli, results):
         results[f"{phase}_{tag}_speedup"] = results[f"{phase}_{tag}_project"] / results[f"{phase}_{tag}_baseline"]
 
 
-EXTRA_ROWS = [("eager", "--no-cuda-graph"), ("amp", "--amp"), ("compile", "--compile"),
-              ("full", "(whole default step)")]
+EXTRA_ROWS = [("eager", "--no-cuda-graph"), ("amp", "--amp"), ("full", "(whole default step)")]
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = common.one_line_errors(argparse.ArgumentParser(description=__doc__.splitlines()[0]))
     ap.add_argument("--device", default="auto", choices=["auto", "cuda", "mps", "cpu"])
     ap.add_argument("--quick", action="store_true", help="fewer, smaller steps (a 2-core CPU in < 2 min)")
-    ap.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
-                    help="on CUDA, also time --compile (compiling takes a minute or more)")
-    ap.add_argument("--steps", type=common.positive_int, default=None, help="timed steps per round")
-    ap.add_argument("--rounds", type=common.positive_int, default=3,
+    ap.add_argument("--steps", type=common.POSITIVE, default=None, help="timed steps per round")
+    ap.add_argument("--rounds", type=common.POSITIVE, default=3,
                     help="rounds of timing, every measurement in turn; each keeps its best round")
     args = ap.parse_args(argv)
-    device = common.choose_device(args.device)
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                          "cpu" if args.device == "auto" else args.device)
     args.classifier_batch, args.generator_batch = (128, 64) if args.quick else (512, 256)
     args.steps = args.steps or (3 if args.quick else 50)
     results = {"device": str(device) + (f" ({torch.cuda.get_device_name()})" if device.type == "cuda" else ""),

@@ -1,64 +1,82 @@
-"""Network inversion of an SVHN CNN, after Suhail and Sethi, "Network Inversion of
+"""Network inversion of an SVHN classifier, after Suhail and Sethi, "Network Inversion of
 Convolutional Neural Nets" (read it beside this file).
 
-    python svhn_inversion.py                 # full run (sized for a GPU)
+    python svhn_inversion.py                 # the full run, sized for a GPU
     python svhn_inversion.py --quick         # a few minutes on a laptop CPU
-    python svhn_inversion.py --fake-data --dry-run --device cpu    # smoke test, no data
+    python svhn_inversion.py --paper         # the paper's loss alone, nothing beyond it
+    python svhn_inversion.py --fake-data --dry-run      # smoke test: no data, seconds
 
-Where the paper is implemented (sections of this file, top to bottom):
-    1. config                     the flags (the same in all four scripts), this dataset's defaults
-    2. data                       SVHN (train and test; not "extra") as whole tensors on the device
-    3. classifier f   (Sec. 2)    "convolution and fully connected layers ... Leaky-ReLU ...
-                                  Dropout"; trained, tested, frozen; phi = its last hidden layer
-    4. generator G    (Sec. 2)    G(z, p, H): Linear(p) ++ z -> n x n -> ++ H -> image
-                                  (common.Generator)
-    5. inversion      (Sec. 2, 3) p = softmax(v), y = argmax p, H (common.sample_conditioning);
-                                  L_inv = alpha KL(P||Q) + beta CE + gamma L_cos
-                                  (common.inversion_loss); robust term of Sec. 3 (--robust-eps);
-                                  beyond the paper, marked as such: a feature-statistics
-                                  prior (--stats, on by default) and total variation (--tv)
-    6. results        (Fig. 2)    samples.png: one row per class, drawn at the arg-max margin
-                                  --margin (Sec. 2 "intensity"); metrics.json, samples.pt, ...
-
-Only G is trained in step 5; f's weights are frozen and receive no gradient.
+The file follows the paper, top to bottom:
+  1. config         the flags (python svhn_inversion.py --help) and this dataset's defaults
+  2. data           SVHN (train and test, not extra) through torchvision, on the device
+  3. classifier f   Sec. 2: convolutions, fully connected layers, LeakyReLU, Dropout.
+                    train_classifier is its training loop; then f is frozen
+  4. generator G    Sec. 2: G(z, p, H), vector-matrix conditioning (common.Generator)
+  5. inversion      Sec. 2: p = softmax(v), y = argmax p, hot matrix H; x = G(z, p, H);
+                    L_inv = alpha KL(P||Q) + beta CE + gamma L_cos (inversion_step);
+                    Sec. 3: the robust term; beyond the paper, marked: two priors.
+                    train_generator is G's training loop: logging, checkpoints, --resume
+  6. results        Fig. 2: samples.png, one row per class; samples.pt; then measure.py
+  7. main           sections 2-6 in order
+Code between "# [same in all four scripts: ...]" and "# [end]" is identical in the four
+scripts (tests/test_copies.py checks it); the rest is this dataset's own.
 """
+import math
 import sys
+import time
+from pathlib import Path
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
+import torchvision
+from PIL import Image, ImageDraw
 
 import common
 
-# ---------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------
 # 1. config
-# ---------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------
 DATASET = "SVHN"
-SHAPE = (3, 32, 32)                                              # (C, H, W)
+SHAPE = (3, 32, 32)                                              # (C, H, W) of an image
 CLASSES = [str(d) for d in range(10)]                            # house-number digits
 FLIP = False                                                     # a mirrored digit is another shape
-DEFAULTS = dict(common.DEFAULTS, classifier_batch_size=512)
-QUICK = dict(common.QUICK, train_subset=20000)
-# (common.DEFAULTS: alpha, beta, gamma, steps, ...; QUICK: the --quick laptop preset)
-
+DEFAULTS = dict(                                                 # this dataset's flag defaults
+    classifier_epochs=15, classifier_batch_size=512, classifier_lr=2e-3, augment=True,
+    generator_steps=3000, batch_size=256, lr=2e-3, latent_dim=64, hidden=64, width=128, dropout=0.3,
+    alpha=1.0, beta=5.0, gamma=1.0,                              # L_inv's weights (not in the paper)
+    robust_eps=0.05, stats=1.0, tv=0.0,                          # Sec. 3 in our form; two priors
+    margin=1.0, train_subset=0, log_every=100, eval_per_class=100, distill_steps=2000)
+QUICK = dict(classifier_epochs=2, augment=False, train_subset=20000, classifier_batch_size=128,
+             generator_steps=600, batch_size=64, width=64, log_every=50,
+             eval_per_class=50, distill_steps=300)               # --quick: a laptop CPU
 
 def parse_args(argv=None):
-    ap = common.build_parser(DATASET, " ".join(__doc__.split("\n\n")[0].split()), DEFAULTS, QUICK)
-    return common.finish_args(ap, argv, QUICK)
+    return common.parse_args(argv, __doc__.split("\n\n")[0], DATASET, DEFAULTS, QUICK)
 
 
-# ---------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------
 # 2. data
-# ---------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------
 def load_data(args, device):
-    """{"x_train", "y_train", "x_test", "y_test"}: x (N, 3, 32, 32) in [0, 1], y (N,)."""
-    return common.load_data(DATASET, SHAPE, args, device)
+    """{"x_train", "y_train", "x_test", "y_test"} on the device: x (N, 3, 32, 32) in [0, 1], y (N,)
+    (SVHN's "train" and "test" splits; not "extra")."""
+    if args.fake_data:
+        return common.to_device(*common.fake_splits(SHAPE, len(CLASSES)), SHAPE, args, device)
+    names = ["train_32x32.mat", "test_32x32.mat"]
+    present = all((Path(args.data_dir) / name).is_file() for name in names)   # else torchvision downloads
+    splits = [common.open_dataset(lambda: torchvision.datasets.SVHN(args.data_dir, split=split, download=not present),
+                                  DATASET, Path(args.data_dir), names) for split in ("train", "test")]
+    # torchvision has turned SVHN's label 10 into digit 0, and the images into (N, 3, 32, 32)
+    return common.to_device(*[(s.data, s.labels) for s in splits], SHAPE, args, device)
 
 
-# ---------------------------------------------------------------------------------------------
-# 3. classifier f (Section 2): convolutions + fully connected, LeakyReLU, Dropout;
-#    batch norm added (ours) so that a short run reaches a useful accuracy on colour images
-# ---------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------
+# 3. classifier f (Sec. 2): convolutions and fully connected layers, LeakyReLU, Dropout
+# ------------------------------------------------------------------------------------------------
 class Classifier(nn.Module):
+    """Beyond the paper's list, batch norm: a short run then reaches a useful accuracy on colour images."""
+
     def __init__(self, n_classes=10, width=64, hidden=512):
         super().__init__()
         c = width
@@ -80,53 +98,220 @@ class Classifier(nn.Module):
         return self.head(self.features(x))                      # (N, n)
 
 
-# ---------------------------------------------------------------------------------------------
-# 4. generator G(z, p, H) (Section 2)
-# ---------------------------------------------------------------------------------------------
+# [same in all four scripts: classifier]
+def train_classifier(f, data, args):
+    """f's training loop: Adam with a one-cycle learning rate, batches indexed from the split on
+    the device, augmented there.  Prints progress every 15 s and each epoch; returns test accuracy."""
+    x, y, B, E = data["x_train"], data["y_train"], args.classifier_batch_size, args.classifier_epochs
+    steps = max(1, len(x) // B)
+    opt = torch.optim.Adam(f.parameters(), lr=args.classifier_lr)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, args.classifier_lr, total_steps=E * steps)
+    t0 = last = time.time()
+    for epoch in range(E):
+        f.train()
+        order = torch.randperm(len(x), device=x.device)
+        for i in range(steps):
+            idx = order[i * B:(i + 1) * B]
+            xb = common.augment(x[idx], flip=FLIP, shift=2) if args.augment else x[idx]
+            with common.autocast(x.device, args.amp):
+                loss = F.cross_entropy(f(xb), y[idx])
+                if args.classifier_adv_eps > 0:                  # beyond the paper: a robust f
+                    x_adv = common.worst_case(f, xb, y[idx], args.classifier_adv_eps).detach()
+                    loss = (loss + F.cross_entropy(f(x_adv), y[idx])) / 2
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            if time.time() - last > 15:                          # a progress line every 15 s
+                last = time.time()
+                print(f"  f epoch {epoch + 1}, batch {i + 1}/{steps}: loss {loss.item():.4f}, "
+                      f"{common.eta(t0, epoch * steps + i + 1, E * steps)}")
+        accuracy = common.accuracy(f, data["x_test"], data["y_test"])
+        print(f"f epoch {epoch + 1}/{E}: test accuracy {accuracy:.4f}, {common.eta(t0, (epoch + 1) * steps, E * steps)}")
+    return accuracy
+
+
+def trained_classifier(data, args, out, device):
+    """f from out/classifier.pt if it was trained the same way, else trained and saved there;
+    then frozen (eval mode: dropout off; no gradient reaches its weights).  (f, test accuracy)."""
+    f = common.place(Classifier(len(CLASSES)), device)
+    signature = {"dataset": DATASET, "arch": common.architecture(f),
+                 "adv_eps": args.classifier_adv_eps}
+    path = out / "classifier.pt"
+    if path.exists() and not args.retrain:
+        ckpt = common.load_checkpoint(path, "classifier", signature)
+        f.load_state_dict(ckpt["model"])
+        accuracy = ckpt["test_accuracy"]
+        print(f"f: reusing {path} (test accuracy {accuracy:.4f}; --retrain to train it again)")
+    else:
+        accuracy = train_classifier(f, data, args)
+        common.save_checkpoint(path, {"kind": "classifier", **signature, "model": f.state_dict(),
+                                      "test_accuracy": accuracy, "config": vars(args)})
+    f.eval().requires_grad_(False)                               # frozen: only G is trained
+    return f, accuracy
+# [end]
+
+
+# ------------------------------------------------------------------------------------------------
+# 4. generator G(z, p, H) (Sec. 2)
+# ------------------------------------------------------------------------------------------------
+# [same in all four scripts: generator]
 def build_generator(args):
+    """p --Linear--> ++ z --> n x n (stage 1) --> ++ H --> image size (stage 2); common.Generator."""
     return common.Generator(channels=SHAPE[0], image_size=SHAPE[1], n_classes=len(CLASSES),
                             latent_dim=args.latent_dim, hidden=args.hidden, width=args.width,
-                            dropout=args.dropout, upsample=args.upsample,
-                            conditioning=args.conditioning)
+                            dropout=args.dropout, conditioning=args.conditioning)
+# [end]
 
 
-# ---------------------------------------------------------------------------------------------
-# 5. inversion: one training step of G against the frozen f
-# ---------------------------------------------------------------------------------------------
-def inversion_step(G, f, opt, args, device):
+# ------------------------------------------------------------------------------------------------
+# 5. inversion: G trained against the frozen f (Sec. 2, 3)
+# ------------------------------------------------------------------------------------------------
+# [same in all four scripts: inversion]
+def inversion_step(G, f, opt, args, stats, device):
+    """One step of G.  Returns common.TERMS, detached, on the device (read only when logged)."""
     N, n = args.batch_size, len(CLASSES)
     z = torch.randn(N, args.latent_dim, device=device)           # latent z ~ N(0, I)
     p, y, H = common.sample_conditioning(N, n, device)          # p = softmax(v), y = argmax p, H
     with common.autocast(device, args.amp):
-        x = G(z, p, H)                                           # x = G(z, p, H)  (N, 3, 32, 32)
-        phi, acts = common.activations(f.features, x)           # phi(x), features for L_cos
+        x = G(z, p, H)                                           # x = G(z, p, H)   (N, C, H, W)
+        phi, acts = common.activations(f.features, x)           # phi(x), the features of L_cos
         logits = f.head(phi)                                     # f(x); Q = softmax(f(x))
         L_inv, terms = common.inversion_loss(logits, phi, p, y, args.alpha, args.beta, args.gamma)
         loss = L_inv                                             # alpha KL + beta CE + gamma L_cos
-        if args.robust_eps > 0:                                  # Sec. 3: perturbed x keeps y
-            loss = loss + args.robust_weight * common.robust_term(f, x, y, args.robust_eps)
-        if args.stats > 0:                                       # beyond the paper: data statistics
-            loss = loss + args.stats * common.stats_term(acts, f.stats, y)
+        if args.robust_eps > 0:                                  # Sec. 3: perturbed x keeps label y
+            loss = loss + common.robust_term(f, x, y, args.robust_eps)
+        if args.stats > 0:                                       # beyond the paper: f's statistics
+            loss = loss + args.stats * common.stats_term(acts, stats, y)
         if args.tv > 0:                                          # beyond the paper: smoothness
             loss = loss + args.tv * common.tv_term(x)
     opt.zero_grad(set_to_none=True)
-    loss.backward()                                              # gradients reach G only
+    loss.backward()                                              # f is frozen: gradients reach G only
     opt.step()
-    return loss, {**terms, "extra": (loss - L_inv).detach()}
+    hit = (logits.argmax(1) == y).float().mean()                 # f labels x as y
+    return torch.stack([loss, terms["kl"], terms["ce"], terms["cos"], loss - L_inv, hit]).detach().float()
+# [end]
 
 
-# ---------------------------------------------------------------------------------------------
-# 6. results, and main: the sections above, in the paper's order (common.run_experiment):
-#    load_data -> Classifier trained and frozen (and the judge, for measuring only) ->
-#    build_generator trained with inversion_step against the frozen f -> samples, figures, metrics
-# ---------------------------------------------------------------------------------------------
+# [same in all four scripts: generator loop]
+def train_generator(G, f, stats, args, out, device, k=0):
+    """G's training loop: Adam on G's weights only, --generator-steps steps of inversion_step.
+    Prints the mean terms every --log-every steps (and every 15 s), saves generator.pt every
+    --checkpoint-every steps, at the end and on Ctrl-C; --resume continues from it.  The loss
+    terms stay on the device between lines.  Returns (G, the printed history)."""
+    torch.manual_seed(args.seed + k)                             # the same whether f was cached or not
+    G = common.place(G, device).train()
+    graph = args.cuda_graph and device.type == "cuda"            # --cuda-graph: the step replayed
+    opt = torch.optim.Adam(G.parameters(), lr=args.lr, betas=(0.5, 0.999), capturable=graph)
+    path = out / ("generator.pt" if k == 0 else f"generator_{k}.pt")
+    signature = {"dataset": DATASET, "arch": common.architecture(G)}
+    step, history = 0, {key: [] for key in ("step",) + common.TERMS}
+    if args.resume and path.exists():
+        ckpt = common.load_checkpoint(path, "generator", signature)
+        G.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        step, history = ckpt["step"], ckpt["history"]
+        common.rng_state(device, ckpt["rng"])
+        print(f"G{k}: resuming {path} from step {step}")
+
+    def save():
+        common.save_checkpoint(path, {"kind": "generator", **signature, "step": step, "model": G.state_dict(),
+                                      "optimizer": opt.state_dict(), "history": history,
+                                      "rng": common.rng_state(device), "config": vars(args)})
+    train_step = lambda: inversion_step(G, f, opt, args, stats, device)                 # noqa: E731
+    train_step = common.GraphedStep(train_step) if graph else train_step
+    print(f"G{k}: {common.architecture(G)}, {args.generator_steps} steps of batch {args.batch_size}"
+          + (" (as a CUDA graph)" if graph else ""))
+    sums, since, start, t0 = 0, step, step, time.time()
+    last = t0
+    try:
+        while step < args.generator_steps:
+            sums = sums + train_step()
+            step += 1
+            done, due = step == args.generator_steps, time.time() - last > 15
+            if due or done or step % args.log_every == 0 or step % args.checkpoint_every == 0:
+                mean, sums, since, last = (sums / (step - since)).tolist(), 0, step, time.time()   # one sync
+                if not all(map(math.isfinite, mean)):
+                    raise common.UserError(f"the loss became {mean[0]} by step {step}; stopped, and the last "
+                                           f"good checkpoint {path} is kept; try a smaller --lr")
+                for key, value in zip(("step",) + common.TERMS, [step] + mean):
+                    history[key].append(value)
+                print(f"G{k} step {step}/{args.generator_steps}  L_inv {mean[0] - mean[4]:.4f} (KL {mean[1]:.4f} "
+                      f"CE {mean[2]:.4f} cos {mean[3]:.4f})  robust+priors {mean[4]:.4f}  f(x)=y {mean[5]:.3f}  "
+                      f"{common.eta(t0, step - start, args.generator_steps - start)}")
+                if done or step % args.checkpoint_every == 0:
+                    save()
+    except KeyboardInterrupt:
+        if not torch.is_tensor(sums) or torch.isfinite(sums).all():   # never save after a bad loss
+            save()
+            print(f"\ninterrupted at step {step}: saved {path}; run again with --resume to continue",
+                  file=sys.stderr)
+        raise SystemExit(130) from None
+    return G, history
+# [end]
+
+
+# ------------------------------------------------------------------------------------------------
+# 6. results: Figure 2 and samples.pt
+# ------------------------------------------------------------------------------------------------
+# [same in all four scripts: results]
+@torch.no_grad()
+def save_samples(Gs, args, out, device):
+    """samples.pt: --eval-per-class fresh samples per class at --margin, column j of each class
+    from generator j mod K; samples.png (Fig. 2): one row per class (in CLASSES' order), its first
+    ten samples (with K > 1 generators, one column per generator).  Returns (x, y)."""
+    n, per = len(CLASSES), args.eval_per_class
+    y = torch.arange(n, device=device).repeat_interleave(per)                # 0 0 ... 1 1 ... 9
+    owner = torch.arange(per, device=device).repeat(n) % len(Gs)
+    x = torch.empty(len(y), *SHAPE, device=device)
+    for k, G in enumerate(Gs):
+        x[owner == k] = common.generate(common.sampling_mode(G), y[owner == k], n, args.margin)
+    common.save_checkpoint(out / "samples.pt", {"images": x.float().clamp(0, 1).cpu(), "labels": y.cpu()})
+    columns = len(Gs) if len(Gs) > 1 else min(per, 10)
+    images = F.interpolate(x.view(n, per, *SHAPE)[:, :columns].flatten(0, 1), scale_factor=2.0)  # 2x, for eyes
+    grid = torchvision.utils.make_grid(images, nrow=columns, padding=2, pad_value=1.0)   # (3, H', W')
+    page = Image.new("RGB", (grid.shape[2] + 80, grid.shape[1]), "white")           # class names at left
+    page.paste(torchvision.transforms.functional.to_pil_image(grid), (80, 0))
+    for c, name in enumerate(CLASSES):
+        ImageDraw.Draw(page).text((4, (c + 0.5) * grid.shape[1] / n - 6), name, fill="black")
+    common.atomic_write(out / "samples.png", lambda fh: page.save(fh, format="png"))
+    return x, y
+# [end]
+
+
+# ------------------------------------------------------------------------------------------------
+# 7. main: sections 2-6 in order
+# ------------------------------------------------------------------------------------------------
+# [same in all four scripts: main]
 def run(argv=None):
-    return common.run_experiment(sys.modules[__name__], argv)
+    """The whole run.  Returns what metrics.json holds (None when measure.py is not beside this file)."""
+    args = parse_args(argv)
+    device, out = common.setup(args, QUICK)
+    t = [time.time()]
+    data = load_data(args, device)                                           # 2. data
+    t.append(time.time())
+    f, f_accuracy = trained_classifier(data, args, out, device)              # 3. f, trained, frozen
+    stats = common.feature_statistics(f, data["x_train"], data["y_train"], len(CLASSES))   # prior's targets
+    t.append(time.time())
+    Gs, histories = zip(*[train_generator(build_generator(args), f, stats, args, out, device, k)
+                          for k in range(args.num_generators)])              # 4.-5. G against f
+    t.append(time.time())
+    x, y = save_samples(Gs, args, out, device)                               # 6. Fig. 2, samples.pt
+    seconds = dict(zip(["data", "classifier", "generator"], [b - a for a, b in zip(t, t[1:])]))
+    try:
+        import measure
+    except ImportError:
+        print(f"wrote {out}/: classifier.pt, generator.pt, samples.pt, samples.png "
+              f"(measure.py is not beside this script: measurement skipped)")
+        return None
+    return measure.report(dict(dataset=DATASET, classes=CLASSES, flip=FLIP), out, args, data, f, f_accuracy,
+                          Gs, x, y, histories[0], seconds, t[0])
 
 
 def main(argv=None):
-    return common.run_main(run, argv, "svhn_inversion.py")
+    return common.run_main(run, argv, Path(__file__).name)
 
 
 if __name__ == "__main__":
     main()
+# [end]

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torchvision
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -20,3 +21,14 @@ def load_script(name):
 @pytest.fixture(params=SCRIPTS)
 def script(request):
     return load_script(request.param)
+
+
+@pytest.fixture
+def no_download(monkeypatch):
+    """Any download torchvision would attempt fails the test."""
+    def refuse(*a, **k):
+        raise AssertionError("a download was attempted")
+    for module, name in [(torchvision.datasets.mnist, "download_and_extract_archive"),
+                         (torchvision.datasets.cifar, "download_and_extract_archive"),
+                         (torchvision.datasets.svhn, "download_url")]:
+        monkeypatch.setattr(module, name, refuse)

@@ -1,5 +1,4 @@
 """Tiny dataset files written in each dataset's real on-disk format (for the tests)."""
-import gzip
 import pickle
 import struct
 from pathlib import Path
@@ -19,24 +18,19 @@ def images_for(N, shape, seed):
     return x, y
 
 
-def write_idx(path, array, compress=False):
+def write_idx(path, array):
     header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + b"".join(struct.pack(">I", d) for d in array.shape)
-    payload = header + array.astype(np.uint8).tobytes()
-    if compress:
-        with gzip.open(str(path) + ".gz", "wb") as fh:
-            fh.write(payload)
-    else:
-        Path(path).write_bytes(payload)
+    Path(path).write_bytes(header + array.astype(np.uint8).tobytes())
 
 
-def write_idx_dataset(root, folder, n_train=60, n_test=30, compress=False):
+def write_idx_dataset(root, folder, n_train=60, n_test=30):
     raw = Path(root) / folder / "raw"
     raw.mkdir(parents=True)
     x_tr, y_tr = images_for(n_train, (28, 28), 0)
     x_te, y_te = images_for(n_test, (28, 28), 1)
     for name, arr in [("train-images-idx3-ubyte", x_tr), ("train-labels-idx1-ubyte", y_tr),
                       ("t10k-images-idx3-ubyte", x_te), ("t10k-labels-idx1-ubyte", y_te)]:
-        write_idx(raw / name, arr, compress)
+        write_idx(raw / name, arr)
     return x_tr, y_tr, x_te, y_te
 
 
@@ -54,6 +48,9 @@ def write_cifar_dataset(root, per_batch=12, n_test=30):
     with open(folder / "test_batch", "wb") as fh:
         pickle.dump({"batch_label": "testing batch 1 of 1", "data": x_te.reshape(n_test, -1),
                      "labels": y_te.tolist(), "filenames": []}, fh)
+    with open(folder / "batches.meta", "wb") as fh:
+        pickle.dump({"label_names": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
+                                     "ship", "truck"], "num_cases_per_batch": per_batch, "num_vis": 3072}, fh)
     x_tr = np.concatenate([b[0] for b in batches])
     y_tr = np.concatenate([b[1] for b in batches])
     return x_tr, y_tr, x_te, y_te

@@ -49,12 +49,12 @@ def test_graphed_inversion_step_draws_new_noise_on_every_replay():
     mod = load_script("fashion_inversion")
     args = mod.parse_args(["--device", "cuda", "--batch-size", "32", "--width", "16"])
     device = torch.device("cuda")
-    f = common.freeze(common.place(mod.Classifier(), device))
+    f = common.place(mod.Classifier(), device).eval().requires_grad_(False)
     x = torch.rand(200, *mod.SHAPE, device=device)
-    f.stats = common.feature_statistics(f, x, torch.arange(200, device=device) % 10, 10)
+    stats = common.feature_statistics(f, x, torch.arange(200, device=device) % 10, 10)
     G = common.place(mod.build_generator(args), device).train()
     opt = torch.optim.Adam(G.parameters(), lr=0.0, capturable=True)      # lr 0: G stays put
-    step = common.GraphedStep(lambda: mod.inversion_step(G, f, opt, args, device), warmup=2)
+    step = common.GraphedStep(lambda: mod.inversion_step(G, f, opt, args, stats, device), warmup=2)
     losses = [step()[0].item() for _ in range(6)]
     assert step.graph is not None
     assert len(set(losses[2:])) == 4, losses                     # same G, new z and p each replay
@@ -65,10 +65,11 @@ def test_graphed_inversion_step_draws_new_noise_on_every_replay():
 def test_each_script_runs_on_cuda_with_its_default_cuda_graph(tmp_path, name, capsys):
     mod = load_script(name)
     metrics = mod.main(["--fake-data", "--device", "cuda", "--out-dir", str(tmp_path),
-                        "--classifier-epochs", "1", "--generator-steps", "30", "--eval-every", "10",
-                        "--eval-per-class", "8", "--width", "32"])
+                        "--classifier-epochs", "1", "--generator-steps", "30", "--log-every", "10",
+                        "--eval-per-class", "8", "--width", "32", "--distill-steps", "20"])
     assert "(as a CUDA graph)" in capsys.readouterr().out
     assert metrics["device"].startswith("cuda")
     saved = json.loads((tmp_path / "metrics.json").read_text())
-    assert [e["step"] for e in saved["history"][0]] == [10, 20, 30]
+    assert saved["history"]["step"] == [10, 20, 30]
+    assert 0.0 <= saved["distillation"]["from_generator"] <= 1.0
     assert 0.0 <= saved["inversion"]["target_accuracy"] <= 1.0

@@ -10,13 +10,7 @@ from conftest import ROOT, load_script
 
 FAST = ["--fake-data", "--device", "cpu", "--classifier-epochs", "1", "--train-subset", "256",
         "--batch-size", "8", "--width", "16", "--latent-dim", "8", "--hidden", "8",
-        "--eval-per-class", "2", "--log-every", "2", "--eval-every", "4", "--checkpoint-every", "4"]
-
-
-@pytest.fixture
-def no_estimate(monkeypatch):
-    """The CPU time estimate runs two inversion steps of its own; keep them out of the count."""
-    monkeypatch.setattr(common, "warn_if_slow", lambda *a: None)
+        "--eval-per-class", "2", "--log-every", "2", "--checkpoint-every", "4", "--distill-steps", "2"]
 
 
 def run_cli(*argv, timeout=300):
@@ -144,14 +138,14 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, caps
 def test_out_of_memory_suggests_a_smaller_batch(monkeypatch, capsys, tmp_path):
     def oom(*a, **k):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
-    monkeypatch.setattr(common, "fit_classifier", oom)
+    monkeypatch.setattr(load_script("mnist_inversion"), "train_classifier", oom)
     with pytest.raises(SystemExit) as e:
         load_script("mnist_inversion").main(FAST + ["--out-dir", str(tmp_path)])
     assert e.value.code == 2
     one_line_error(capsys.readouterr().err, "out of memory", "--batch-size")
 
 
-def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path, monkeypatch, capsys, no_estimate):
+def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path, monkeypatch, capsys):
     mod = load_script("mnist_inversion")
     real_step, calls = mod.inversion_step, []
 
@@ -169,8 +163,7 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path, monkeypatch, caps
     assert torch.load(tmp_path / "generator.pt", weights_only=False)["step"] == 2
 
 
-def test_killed_run_resumes_to_the_same_result_as_an_uninterrupted_run(tmp_path, monkeypatch, capsys,
-                                                                      no_estimate):
+def test_killed_run_resumes_to_the_same_result_as_an_uninterrupted_run(tmp_path, monkeypatch, capsys):
     mod = load_script("mnist_inversion")
     whole, cut = tmp_path / "whole", tmp_path / "cut"
     mod.main(FAST + ["--generator-steps", "10", "--out-dir", str(whole)])
@@ -191,7 +184,7 @@ def test_killed_run_resumes_to_the_same_result_as_an_uninterrupted_run(tmp_path,
     capsys.readouterr()
     mod.main(FAST + ["--generator-steps", "10", "--out-dir", str(cut), "--resume"])
     out = capsys.readouterr().out
-    assert "classifier: reusing" in out and "resuming" in out and "from step 4" in out
+    assert "f: reusing" in out and "resuming" in out and "from step 4" in out
     resumed = torch.load(cut / "generator.pt", weights_only=False)
     assert resumed["step"] == 10
     for k in reference["model"]:

@@ -1,4 +1,5 @@
 """A short CPU run on the real Fashion-MNIST (Debian's dataset-fashion-mnist), with --quick."""
+import gzip
 import os
 import shutil
 from pathlib import Path
@@ -21,8 +22,9 @@ def fashion_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("data")
     raw = root / "FashionMNIST" / "raw"
     raw.mkdir(parents=True)
-    for f in FILES:                       # the .gz files as Debian ships them: read as they are
-        shutil.copy(DEBIAN / f, raw / f)
+    for f in FILES:                       # Debian's .gz bytes differ from the published ones: unpack
+        with gzip.open(DEBIAN / f) as src, open(raw / f[:-3], "wb") as dst:
+            shutil.copyfileobj(src, dst)
     return root
 
 

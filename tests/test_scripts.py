@@ -8,13 +8,14 @@ import sys
 
 import pytest
 import torch
+import torchvision
 
 import common
 import formats
 from conftest import ROOT, SCRIPTS, load_script
 
 OUTPUTS = ["classifier.pt", "judge.pt", "generator.pt", "samples.pt", "samples.png", "nearest.png",
-           "intensity.png", "losses.png", "metrics.png", "metrics.json"]
+           "intensity.png", "losses.png", "metrics.json"]
 
 
 def finite(obj):
@@ -50,7 +51,9 @@ def test_dry_run_writes_every_output_and_samples_follow_the_contract(tmp_path, n
     assert len(inv["per_class_target_accuracy"]) == 10
     assert 0 <= saved["classifier"]["test_accuracy"] <= 1 and 0 <= saved["judge"]["test_accuracy"] <= 1
     assert set(saved["seconds"]) >= {"data", "classifier", "judge", "generator", "total"}
-    assert saved["history"][0] and finite(saved)
+    assert saved["history"]["step"] == [2, 4] and finite(saved)
+    assert set(saved["history"]) == {"step", *common.TERMS}
+    assert set(saved["distillation"]) == {"from_generator", "from_training_images", "steps", "batch_size", "student"}
     assert saved["config"]["fake_data"] is True and saved["device"] == "cpu"
     ckpt = torch.load(out / "generator.pt", weights_only=False)
     assert ckpt["step"] == 4 and ckpt["dataset"] == mod.DATASET and "optimizer" in ckpt
@@ -86,7 +89,7 @@ def test_second_run_reuses_the_cached_classifier_unless_retrain(tmp_path, capsys
     stamp = (tmp_path / "classifier.pt").stat().st_mtime_ns
     capsys.readouterr()
     mod.main(argv)
-    assert "classifier: reusing" in capsys.readouterr().out
+    assert "f: reusing" in capsys.readouterr().out
     assert (tmp_path / "classifier.pt").stat().st_mtime_ns == stamp
     mod.main(argv + ["--retrain"])
     assert (tmp_path / "classifier.pt").stat().st_mtime_ns != stamp
@@ -103,13 +106,14 @@ def test_several_generators_are_the_columns_of_samples_png(tmp_path):
 
 
 @pytest.mark.parametrize("name,writer", [
-    ("mnist_inversion", lambda root: formats.write_idx_dataset(root, "MNIST", compress=True)),
+    ("mnist_inversion", lambda root: formats.write_idx_dataset(root, "MNIST")),
     ("fashion_inversion", lambda root: formats.write_idx_dataset(root, "FashionMNIST")),
     ("svhn_inversion", formats.write_svhn_dataset),
     ("cifar10_inversion", formats.write_cifar_dataset)])
-def test_scripts_run_on_files_in_the_real_format_without_downloading(tmp_path, monkeypatch, name, writer):
+def test_scripts_run_on_files_in_the_real_format_without_downloading(tmp_path, monkeypatch, no_download, name,
+                                                                   writer):
     writer(tmp_path / "data")
-    monkeypatch.setattr(common, "download", lambda *a: (_ for _ in ()).throw(AssertionError("download")))
+    monkeypatch.setattr(torchvision.datasets.SVHN, "_check_integrity", lambda self: True)   # tiny files
     mod = load_script(name)
     metrics = mod.main(["--data-dir", str(tmp_path / "data"), "--dry-run", "--device", "cpu",
                         "--out-dir", str(tmp_path / "out"), "--eval-per-class", "2"])
@@ -118,7 +122,7 @@ def test_scripts_run_on_files_in_the_real_format_without_downloading(tmp_path, m
 
 def test_importing_a_script_does_nothing(tmp_path):
     code = ("import os, sys; sys.path.insert(0, %r); os.chdir(%r); "
-            "import mnist_inversion, fashion_inversion, svhn_inversion, cifar10_inversion; "
+            "import mnist_inversion, fashion_inversion, svhn_inversion, cifar10_inversion, measure; "
             "print(sorted(os.listdir('.')))") % (str(ROOT), str(tmp_path))
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and result.stdout.strip() == "[]" and result.stderr == ""
@@ -138,8 +142,10 @@ def test_quick_presets_only_the_flags_not_given_on_the_command_line():
     assert fashion.parse_args(["--quick"]).tv == 0.0          # ... and not in --quick
     assert fashion.parse_args(["--quick", "--tv", "5"]).tv == 5.0   # given equal to the default
     args = fashion.parse_args(["--quick", "--batch-size", "256", "--augment"])
-    assert (args.batch_size, args.augment, args.width) == (256, True, common.QUICK["width"])
+    assert (args.batch_size, args.augment, args.width) == (256, True, fashion.QUICK["width"])
     assert load_script("mnist_inversion").parse_args([]).tv == 0.0
+    paper = fashion.parse_args(["--paper", "--gamma", "2"])     # the paper's loss, gamma as given
+    assert (paper.alpha, paper.beta, paper.gamma, paper.robust_eps, paper.stats, paper.tv) == (1, 1, 2, 0, 0, 0)
 
 
 def test_frechet_scale_tool_scores_a_finished_run(tmp_path):
@@ -156,3 +162,21 @@ def test_frechet_scale_tool_scores_a_finished_run(tmp_path):
     assert (out / "frechet_scale.png").stat().st_size > 0
     with pytest.raises(common.UserError, match="samples.pt not found"):
         tool.run([str(tmp_path / "nowhere"), "--fake-data"])
+
+
+def test_measure_alone_rescores_a_finished_run_and_refuses_a_folder_that_is_not_one(tmp_path):
+    out = tmp_path / "run"
+    first = load_script("svhn_inversion").main(["--fake-data", "--dry-run", "--device", "cpu", "--out-dir", str(out),
+                                                "--eval-per-class", "4"])
+    (out / "metrics.json").unlink()
+    result = subprocess.run([sys.executable, str(ROOT / "measure.py"), str(out), "--device", "cpu"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    again = json.loads((out / "metrics.json").read_text())
+    assert again["dataset"] == "SVHN" and again["judge"] == first["judge"]     # the cached judge
+    for key in ("target_accuracy", "judge_accuracy", "diversity_ratio", "nn_distance"):   # same samples.pt
+        assert again["inversion"][key] == pytest.approx(first["inversion"][key], abs=1e-6), key
+    result = subprocess.run([sys.executable, str(ROOT / "measure.py"), str(tmp_path / "nowhere")],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "generator.pt not found" in result.stderr

@@ -9,22 +9,23 @@ def make(script_name, **overrides):
     mod = load_script(script_name)
     args = mod.parse_args(["--fake-data", "--device", "cpu", "--batch-size", "8", "--width", "16",
                            "--latent-dim", "8", "--hidden", "8"] + [a for k, v in overrides.items()
-                                                                    for a in (f"--{k}", str(v))])
-    f = common.freeze(mod.Classifier(len(mod.CLASSES)))
-    f.stats = common.feature_statistics(f, torch.rand(16, *mod.SHAPE))
+                                                                    for a in [f"--{k}"] + [str(v)] * (v is not True)])
+    f = mod.Classifier(len(mod.CLASSES)).eval().requires_grad_(False)
+    stats = common.feature_statistics(f, torch.rand(20, *mod.SHAPE), torch.arange(20) % 10, 10)
     G = mod.build_generator(args)
     opt = torch.optim.Adam(G.parameters(), lr=1e-2)
-    return mod, args, f, G, opt
+    return mod, args, f, stats, G, opt
 
 
 def check_one_step(script_name, **overrides):
     torch.manual_seed(0)
-    mod, args, f, G, opt = make(script_name, **overrides)
+    mod, args, f, stats, G, opt = make(script_name, **overrides)
     f_before = {k: v.clone() for k, v in f.state_dict().items()}
     G_before = {k: v.clone() for k, v in G.named_parameters()}
-    loss, terms = mod.inversion_step(G, f, opt, args, torch.device("cpu"))
-    assert torch.isfinite(loss)
-    assert set(terms) == {"kl", "ce", "cos", "extra"}
+    out = mod.inversion_step(G, f, opt, args, stats, torch.device("cpu"))
+    assert out.shape == (len(common.TERMS),) and torch.isfinite(out).all() and not out.requires_grad
+    terms = dict(zip(common.TERMS, out.tolist()))
+    assert 0 <= terms["accuracy"] <= 1
     for name, value in f.state_dict().items():
         assert torch.equal(value, f_before[name]), f"classifier {name} changed"
     assert all(p.grad is None for p in f.parameters()), "a gradient reached the classifier"
@@ -35,8 +36,8 @@ def check_one_step(script_name, **overrides):
 
 
 def test_one_step_trains_the_generator_only_28px():
-    terms = check_one_step("fashion_inversion", **{"robust-eps": 0, "stats": 0, "tv": 0})
-    assert terms["extra"] == 0                           # the paper's L_inv alone
+    terms = check_one_step("fashion_inversion", paper=True)
+    assert terms["extra"] == 0                           # --paper: L_inv alone
 
 
 def test_one_step_trains_the_generator_only_32px():
@@ -51,11 +52,11 @@ def test_robust_and_prior_terms_also_leave_the_classifier_alone():
 
 def test_step_gradient_equals_the_gradient_of_the_paper_loss():
     torch.manual_seed(0)
-    mod, args, f, G, opt = make("mnist_inversion", alpha=0.7, beta=1.3, gamma=2.0,
-                                **{"robust-eps": 0, "stats": 0})
+    mod, args, f, stats, G, opt = make("mnist_inversion", alpha=0.7, beta=1.3, gamma=2.0,
+                                       **{"robust-eps": 0, "stats": 0})
     G.eval()                                             # no dropout: same x twice
     torch.manual_seed(5)
-    mod.inversion_step(G, f, torch.optim.SGD(G.parameters(), lr=0.0), args, torch.device("cpu"))
+    mod.inversion_step(G, f, torch.optim.SGD(G.parameters(), lr=0.0), args, stats, torch.device("cpu"))
     step_grads = [p.grad.clone() for p in G.parameters()]
     torch.manual_seed(5)                                  # same z, p in the same order
     z = torch.randn(args.batch_size, args.latent_dim)
@@ -76,7 +77,7 @@ def test_step_gradient_equals_the_gradient_of_the_paper_loss():
 
 def test_robust_term_uses_a_perturbation_within_the_bound():
     torch.manual_seed(0)
-    mod, args, f, G, opt = make("mnist_inversion")
+    mod, args, f, stats, G, opt = make("mnist_inversion")
     x = torch.rand(4, 1, 28, 28, requires_grad=True)
     y = torch.arange(4)
     eps = 0.05
@@ -97,23 +98,23 @@ def reference_moments(a):
 def test_stats_term_is_zero_at_the_data_statistics_and_grows_away_from_them():
     torch.manual_seed(0)
     mod = load_script("mnist_inversion")
-    f = common.freeze(mod.Classifier(10))
-    x = torch.rand(64, 1, 28, 28)
-    stats = common.feature_statistics(f, x, batch=16)         # chunked sums equal one pass
+    f = mod.Classifier(10).eval().requires_grad_(False)
+    x, everyone = torch.rand(64, 1, 28, 28), torch.zeros(64, dtype=torch.long)     # one group: all
+    stats = common.feature_statistics(f, x, everyone, 1, batch=16)   # chunked sums equal one pass
     _, acts = common.activations(f.features, x)
     for (mu, var), a in zip(stats, acts):
         m, v = reference_moments(a)
         assert mu.shape == (1, a.shape[1])
         assert torch.allclose(mu[0], m, atol=1e-5) and torch.allclose(var[0], v, atol=1e-5)
-    assert common.stats_term(acts, stats) < 1e-3
+    assert common.stats_term(acts, stats, everyone) < 1e-3
     _, far = common.activations(f.features, x * 0.2)
-    assert common.stats_term(far, stats) > 0.01
+    assert common.stats_term(far, stats, everyone) > 0.01
 
 
 def test_per_class_statistics_match_each_class_computed_alone():
     torch.manual_seed(0)
     mod = load_script("mnist_inversion")
-    f = common.freeze(mod.Classifier(10))
+    f = mod.Classifier(10).eval().requires_grad_(False)
     y = torch.arange(3).repeat(20)                            # classes 0, 1, 2; none of 3
     x = torch.rand(60, 1, 28, 28) * (1 + y.view(-1, 1, 1, 1))  # classes differ in brightness
     stats = common.feature_statistics(f, x, y, n=4, batch=7)
@@ -134,13 +135,13 @@ def test_per_class_statistics_match_each_class_computed_alone():
     assert torch.allclose(one, expected, rtol=1e-4)
 
 
-def test_fgsm_training_example_stays_in_the_ball_and_raises_the_loss():
+def test_worst_case_stays_in_the_ball_raises_the_loss_and_leaves_f_alone():
     torch.manual_seed(0)
     mod = load_script("fashion_inversion")
     f = mod.Classifier(10).eval()
     x, y = torch.rand(32, 1, 28, 28), torch.randint(0, 10, (32,))
-    x_adv = common.fgsm_example(f, x, y, 0.1)
+    x_adv = common.worst_case(f, x, y, 0.1)
     assert (x_adv - x).abs().max() <= 0.1 + 1e-6 and x_adv.min() >= 0 and x_adv.max() <= 1
-    assert not x_adv.requires_grad and all(p.grad is None for p in f.parameters())
+    assert all(p.grad is None for p in f.parameters())
     ce = torch.nn.functional.cross_entropy
     assert ce(f(x_adv), y) > ce(f(x), y)

@@ -10,7 +10,7 @@ frechet_scale.png in the run's folder, of what each stand-in looks like.
 The stand-ins: training images drawn per class as many as there are samples (the floor at this
 sample size), the same with Gaussian pixel noise or a Gaussian blur, a per-class Gaussian model
 of the pixels (mean and covariance of each class's training images, sampled), and each class's
-mean image.  common.frechet_references computes the first few in every run.
+mean image.  measure.frechet_references computes the first few in every run.
 """
 import argparse
 import importlib
@@ -21,6 +21,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import common  # noqa: E402
+import measure  # noqa: E402
 
 
 def pixel_gaussian(x, y, labels, n):
@@ -36,10 +37,10 @@ def pixel_gaussian(x, y, labels, n):
 
 
 def stand_ins(data, labels, n):
-    """common.stand_in_images (more noise levels), blurred images and the pixel model; every
+    """measure.stand_in_images (more noise levels), blurred images and the pixel model; every
     set in the order of labels."""
     import torchvision.transforms.functional as TF
-    shared = common.stand_in_images(data, labels, n, noise=(0.02, 0.05, 0.1))
+    shared = measure.stand_in_images(data, labels, n, noise=(0.02, 0.05, 0.1))
     real = shared["training_images"]
     return {"training images": real,
             **{f"  + noise {s:g}": shared[f"training_images_noise_{s:g}"] for s in (0.02, 0.05, 0.1)},
@@ -50,7 +51,7 @@ def stand_ins(data, labels, n):
 
 
 def run(argv=None):
-    ap = common.Parser(description=__doc__.split("\n\n")[0])
+    ap = common.one_line_errors(argparse.ArgumentParser(description=__doc__.split("\n\n")[0]))
     ap.add_argument("run_dir", help="a finished run's --out-dir (samples.pt, judge.pt)")
     ap.add_argument("--script", default="fashion_inversion", choices=["mnist_inversion", "fashion_inversion",
                     "svhn_inversion", "cifar10_inversion"], help="the script that made the run")
@@ -63,11 +64,11 @@ def run(argv=None):
     for name in ("samples.pt", "judge.pt"):
         if not (run_dir / name).is_file():
             raise common.UserError(f"{run_dir / name} not found: give the --out-dir of a finished run")
-    common.seed_everything(args.seed)
+    torch.manual_seed(args.seed)
     data = script.load_data(script.parse_args(["--data-dir", args.data_dir, "--device", "cpu"]
                                                     + ["--fake-data"] * args.fake_data), torch.device("cpu"))
     n = len(script.CLASSES)
-    judge = common.Judge(script.SHAPE[0], n)
+    judge = measure.Judge(script.SHAPE[0], n)
     judge.load_state_dict(common.load_checkpoint(run_dir / "judge.pt", "judge", {"dataset": script.DATASET})["model"])
     judge.eval()
     try:
@@ -75,10 +76,10 @@ def run(argv=None):
         x, labels = samples["images"], samples["labels"]
     except Exception as e:
         raise common.UserError(f"{run_dir / 'samples.pt'} is not a readable samples file ({type(e).__name__})") from None
-    real_feats = common.features_of(judge, data["x_test"])
+    real_feats = measure.features_of(judge, data["x_test"])
     rows = {"samples (samples.pt)": x, **stand_ins(data, labels, n)}
-    feats = {name: common.features_of(judge, images) for name, images in rows.items()}
-    dist = {name: common.frechet_distance(phi, real_feats) for name, phi in feats.items()}
+    feats = {name: measure.features_of(judge, images) for name, images in rows.items()}
+    dist = {name: measure.frechet_distance(phi, real_feats) for name, phi in feats.items()}
     print(f"{'images, scored against the test set':<36} {'Frechet':>9} {'/ training images':>18}")
     for name, d in dist.items():
         print(f"{name:<36} {d:9.3f} {d / dist['training images']:18.1f}")
@@ -87,12 +88,12 @@ def run(argv=None):
         fake, real = feats["samples (samples.pt)"][labels == c], real_feats[data["y_test"] == c]
         own = feats["training images"][labels == c]
         means = (fake.double().mean(0) - real.double().mean(0)).square().sum().item()
-        print(f"  {name:<42} {common.frechet_distance(fake, real):8.2f} {means:8.2f} "
-              f"{common.frechet_distance(own, real):9.2f}")
+        print(f"  {name:<42} {measure.frechet_distance(fake, real):8.2f} {means:8.2f} "
+              f"{measure.frechet_distance(own, real):9.2f}")
     print(f"pixels above 0.9: samples {(x > 0.9).float().mean():.1%}, test images "
           f"{(data['x_test'] > 0.9).float().mean():.1%}; mean pixel {x.mean():.3f} and {data['x_test'].mean():.3f}")
     firsts = torch.stack([torch.nonzero(labels == c)[0, 0] for c in range(n)])     # one image per class
-    common.image_grid_figure(run_dir / "frechet_scale.png", [v[firsts] for v in rows.values()],
+    measure.image_grid(run_dir / "frechet_scale.png", [v[firsts] for v in rows.values()],
                              [k.strip() for k in rows], list(script.CLASSES),
                              "samples and the Frechet distance's stand-ins, one column per class")
     print(f"wrote {run_dir / 'frechet_scale.png'}")

@@ -1,0 +1,411 @@
+"""Measuring an inversion as a user would see it: do the samples look like their class to a
+classifier that never trained G, do they differ from one another, how far are they from the data,
+and did G capture what f knows?  Each script calls report() once at the end of its run; alone,
+this file re-scores a finished run from the files in its --out-dir:
+
+    python measure.py runs/FashionMNIST                 # --data-dir, --device as for the scripts
+
+It writes into the run's folder judge.pt (cached), metrics.json, nearest.png, intensity.png and
+losses.png, and prints a summary.  metrics.json["inversion"], for the samples of samples.pt:
+  target_accuracy      the fraction f labels as asked (per class too); mean_confidence
+  judge_accuracy       the same for the judge: a batch-norm ReLU CNN with average pooling, trained
+                       on the same data, never used to train G.  Fooling images score high on
+                       target and low here
+  diversity_ratio      mean pairwise pixel distance within a class over that of real test images
+  feature_cosine       mean cosine of f's features within a class (what L_cos lowers); _real: the same
+                       for real test images
+  frechet_distance     between the judge's features of the samples and of the test images;
+                       _real: two halves of the test set; frechet_reference: stand-ins made of
+                       training images (plain, with pixel noise, class means) at the samples' size
+  nn_distance          mean L2 pixel distance of a sample to its nearest training image
+metrics.json["inversion_by_margin"]: target, judge and diversity at several arg-max margins.
+metrics.json["distillation"]: data-free distillation, how the field scores a generator trained
+against a frozen classifier: a fresh student (the judge's architecture) trained only on G's
+samples to match f's outputs, tested on the real test images; beside it the same student, same
+steps, trained the same way on real training images.
+"""
+import argparse
+import importlib
+import json
+import time
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import common
+
+SCRIPTS = {"MNIST": "mnist_inversion", "FashionMNIST": "fashion_inversion", "SVHN": "svhn_inversion",
+           "CIFAR10": "cifar10_inversion"}
+MARGINS = (None, 0.5, 1.0, 2.0, 4.0)              # inversion_by_margin; None: the draw's own margin
+
+
+# ==== The judge, and training a classifier for measuring ===========================================
+class Judge(nn.Module):
+    """Batch-norm ReLU CNN with average pooling (the scripts' f use LeakyReLU, dropout, FC layers)."""
+
+    def __init__(self, channels=1, n_classes=10, width=32):
+        super().__init__()
+
+        def block(c_in, c_out):
+            return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
+        self.features = nn.Sequential(
+            *block(channels, width), nn.AvgPool2d(2),                       # (w, S/2, S/2)
+            *block(width, 2 * width), nn.AvgPool2d(2),                      # (2w, S/4, S/4)
+            *block(2 * width, 4 * width), *block(4 * width, 4 * width),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten())                          # (4w,)
+        self.head = nn.Linear(4 * width, n_classes)
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
+def fit(model, draw, steps, lr, name):
+    """Train model on `steps` batches (x, target) = draw() (target: labels or probabilities), Adam
+    with a one-cycle learning rate; a progress line every 15 s.  Returns the model in eval mode."""
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=steps)
+    t0 = last = time.time()
+    model.train()
+    for i in range(steps):
+        x, target = draw()
+        loss = F.cross_entropy(model(x), target)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        if time.time() - last > 15:
+            last = time.time()
+            print(f"  {name} step {i + 1}/{steps}: loss {loss.item():.4f}, {common.eta(t0, i + 1, steps)}")
+    return model.eval()
+
+
+def batches(x, target, size, flip):
+    """draw() for fit: a random batch of x, shifted (and mirrored with flip), with its targets."""
+    def draw():
+        idx = torch.randint(0, len(x), (size,), device=x.device)
+        return common.augment(x[idx], flip=flip), target[idx]
+    return draw
+
+
+def trained_judge(spec, data, args, out, device):
+    """The judge from out/judge.pt, or trained as f is (same data, epochs, batch size, learning
+    rate, augmentation) and saved there.  (judge, test accuracy, seconds spent training)."""
+    judge = common.place(Judge(data["x_train"].shape[1], len(spec["classes"])), device)
+    signature, path = {"dataset": spec["dataset"], "arch": common.architecture(judge)}, out / "judge.pt"
+    if path.exists() and not args.retrain:
+        ckpt = common.load_checkpoint(path, "judge", signature)
+        judge.load_state_dict(ckpt["model"])
+        return judge.eval(), ckpt["test_accuracy"], 0.0
+    t0, B = time.time(), args.classifier_batch_size
+    steps = args.classifier_epochs * max(1, len(data["x_train"]) // B)
+    fit(judge, batches(data["x_train"], data["y_train"], B, spec["flip"] and args.augment), steps,
+        args.classifier_lr, "judge")
+    accuracy = common.accuracy(judge, data["x_test"], data["y_test"])
+    print(f"judge: test accuracy {accuracy:.4f}, {time.time() - t0:.0f}s")
+    common.save_checkpoint(path, {"kind": "judge", **signature, "model": judge.state_dict(),
+                                  "test_accuracy": accuracy})
+    return judge, accuracy, time.time() - t0
+
+
+def distillation(spec, Gs, f, data, args, device):
+    """Data-free distillation: fresh students (Judge) trained for --distill-steps batches to match
+    f's softmax outputs, on G's samples (conditioned as in training) or on real training images;
+    both tested on the real test images."""
+    n, B, flip = len(spec["classes"]), args.classifier_batch_size, spec["flip"] and args.augment
+    f_probs = lambda x: torch.softmax(f(x), 1)                                      # noqa: E731
+
+    @torch.no_grad()
+    def from_G():
+        G = Gs[torch.randint(len(Gs), ()).item()]
+        p, _, H = common.sample_conditioning(B, n, device)
+        x = common.augment(G(torch.randn(B, G.latent_dim, device=device), p, H), flip=flip)
+        return x, f_probs(x)
+
+    @torch.no_grad()
+    def from_data():
+        x, _ = batches(data["x_train"], data["y_train"], B, flip)()
+        return x, f_probs(x)
+    scores = {}
+    for name, draw in (("from_generator", from_G), ("from_training_images", from_data)):
+        torch.manual_seed(args.seed)
+        student = common.place(Judge(data["x_train"].shape[1], n), device)
+        fit(student, draw, args.distill_steps, args.classifier_lr, f"student {name.replace('_', ' ')}")
+        scores[name] = common.accuracy(student, data["x_test"], data["y_test"])
+    return {**scores, "steps": args.distill_steps, "batch_size": B, "student": common.architecture(student)}
+
+
+# ==== Numbers ======================================================================================
+def mean_pairwise_distance(x):
+    """Mean L2 distance over pairs i != j of the flattened images (0 for a collapsed batch)."""
+    return torch.pdist(x.flatten(1).double()).mean().item() if len(x) > 1 else 0.0
+
+
+def mean_pairwise_cosine(phi):
+    """L_cos, measured: mean cosine similarity over pairs i != j of feature vectors (N, D)."""
+    return common.cosine_term(phi).item() if len(phi) > 1 else 0.0
+
+
+def frechet_distance(a, b):
+    """||mu_a - mu_b||^2 + Tr(S_a + S_b - 2 (S_a S_b)^(1/2)) of two feature sets (N, D)."""
+    a, b = a.double(), b.double()
+    S_a, S_b = torch.cov(a.T), torch.cov(b.T)
+    vals, vecs = torch.linalg.eigh(S_a)
+    root_a = vecs @ torch.diag(vals.clamp_min(0).sqrt()) @ vecs.T          # S_a^(1/2)
+    middle = torch.linalg.eigvalsh(root_a @ S_b @ root_a).clamp_min(0)    # eig of S_a^½ S_b S_a^½
+    mean_part = (a.mean(0) - b.mean(0)).square().sum()
+    return (mean_part + S_a.trace() + S_b.trace() - 2 * middle.sqrt().sum()).clamp_min(0).item()
+
+
+def nearest_neighbours(x, x_train, batch=256, candidates=8):
+    """For each image in x: the L2 distance to its nearest training image, and that image's index.
+    The matrix-product form of the distance (fast, but rounded: an image's distance to itself can
+    come out as 0.008) picks candidates; their distances are then taken from the pixel
+    differences, so a sample that is a training image is at exactly 0 on every CPU."""
+    train, dists, idxs = x_train.flatten(1), [], []
+    for chunk in x.flatten(1).split(batch):
+        cand = torch.cdist(chunk, train).topk(min(candidates, len(train)), largest=False).indices
+        d = (chunk[:, None] - train[cand]).norm(dim=2)                       # (b, candidates)
+        best = d.argmin(1, keepdim=True)
+        dists.append(d.gather(1, best)[:, 0])
+        idxs.append(cand.gather(1, best)[:, 0])
+    return torch.cat(dists), torch.cat(idxs)
+
+
+@torch.no_grad()
+def features_of(model, x, batch=1000):
+    model.eval()
+    return torch.cat([model.features(chunk).flatten(1).float() for chunk in x.split(batch)])
+
+
+def stand_in_images(data, labels, n_classes, noise=(0.05, 0.1)):
+    """Stand-ins for samples with these labels, made of real training images, in the labels'
+    order: a random training image of each label, the same with Gaussian pixel noise of each
+    std in noise (clipped to [0, 1]), and each label's mean training image."""
+    x_tr, y_tr = data["x_train"], data["y_train"]
+    real = torch.empty(len(labels), *x_tr.shape[1:], device=x_tr.device)
+    for c in range(n_classes):
+        idx = torch.nonzero(y_tr == c)[:, 0]
+        real[labels == c] = x_tr[idx[torch.randperm(len(idx), device=idx.device)[:int((labels == c).sum())]]]
+    means = torch.stack([x_tr[y_tr == c].mean(0) for c in range(n_classes)])
+    return {"training_images": real,
+            **{f"training_images_noise_{s:g}": (real + s * torch.randn_like(real)).clamp(0, 1) for s in noise},
+            "class_mean_images": means[labels]}
+
+
+@torch.no_grad()
+def frechet_references(judge, labels, data, real_feats, n_classes):
+    """Fréchet distances of stand_in_images: the floor at this sample size, how far an almost
+    invisible change moves the number, and a collapsed generator (class means)."""
+    return {name: frechet_distance(features_of(judge, x), real_feats)
+            for name, x in stand_in_images(data, labels, n_classes).items()}
+
+
+@torch.no_grad()
+def inversion_metrics(images, labels, f, judge, data, n_classes):
+    """metrics.json["inversion"] for the samples (images, labels)."""
+    f_prob = torch.cat([torch.softmax(f(c), 1) for c in images.split(1000)])
+    j_pred = torch.cat([judge(c).argmax(1) for c in images.split(1000)])
+    hit = f_prob.argmax(1) == labels
+    x_te, y_te = data["x_test"], data["y_test"]
+    phi, div_ratios, cosines, cosines_real = features_of(f, images), [], [], []
+    for c in range(n_classes):
+        fake, real = images[labels == c], x_te[y_te == c][:int((labels == c).sum())]
+        real_d = mean_pairwise_distance(real)
+        div_ratios.append(mean_pairwise_distance(fake) / real_d if real_d > 0 else 0.0)
+        cosines.append(mean_pairwise_cosine(phi[labels == c]))
+        cosines_real.append(mean_pairwise_cosine(features_of(f, real)))
+    real_feats = features_of(judge, x_te)
+    half = torch.randperm(len(real_feats), device=real_feats.device).split((len(real_feats) + 1) // 2)
+    return {
+        "target_accuracy": hit.float().mean().item(),
+        "per_class_target_accuracy": [hit[labels == c].float().mean().item() for c in range(n_classes)],
+        "mean_confidence": f_prob.gather(1, labels[:, None]).mean().item(),
+        "judge_accuracy": (j_pred == labels).float().mean().item(),
+        "per_class_judge_accuracy": [(j_pred[labels == c] == c).float().mean().item() for c in range(n_classes)],
+        "diversity_ratio": sum(div_ratios) / n_classes,
+        "per_class_diversity_ratio": div_ratios,
+        "feature_cosine": sum(cosines) / n_classes,
+        "feature_cosine_real": sum(cosines_real) / n_classes,
+        "frechet_distance": frechet_distance(features_of(judge, images), real_feats),
+        "frechet_distance_real": frechet_distance(real_feats[half[0]], real_feats[half[1]]),
+        "frechet_reference": frechet_references(judge, labels, data, real_feats, n_classes),
+        "nn_distance": nearest_neighbours(images, data["x_train"])[0].mean().item(),
+    }
+
+
+@torch.no_grad()
+def margin_scores(G, f, judge, data, n, margin, per_class):
+    """Target and judge accuracy and diversity ratio of fresh samples at one arg-max margin."""
+    y = torch.arange(n, device=data["x_train"].device).repeat_interleave(per_class)
+    x = common.generate(common.sampling_mode(G), y, n, margin)
+    div = []
+    for c in range(n):
+        real_d = mean_pairwise_distance(data["x_test"][data["y_test"] == c][:per_class])
+        div.append(mean_pairwise_distance(x[y == c]) / real_d if real_d > 0 else 0.0)
+    return {"target_accuracy": (f(x).argmax(1) == y).float().mean().item(),
+            "judge_accuracy": (judge(x).argmax(1) == y).float().mean().item(), "diversity_ratio": sum(div) / n}
+
+
+# ==== Figures ======================================================================================
+def save_figure(fig, path):
+    import matplotlib.pyplot as plt
+    common.atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=80, bbox_inches="tight"))
+    plt.close(fig)
+
+
+def image_grid(path, rows, row_names, col_names=None, title=None, pad=2):
+    """rows: a list of (K, C, H, W) image batches, one per row, drawn as one labelled image."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    R, K, (H, W) = len(rows), max(len(r) for r in rows), rows[0].shape[-2:]
+    grid = torch.ones(R, K, 3, H + pad, W + pad)                              # white ground
+    for r, imgs in enumerate(rows):
+        grid[r, :len(imgs), :, :H, :W] = imgs.detach().float().cpu().clamp(0, 1).expand(-1, 3, -1, -1)
+    fig, ax = plt.subplots(figsize=(0.75 * K + 1.2, 0.75 * R + 0.4))
+    ax.imshow(grid.permute(0, 3, 1, 4, 2).reshape(R * (H + pad), K * (W + pad), 3).numpy(), interpolation="nearest")
+    ax.set_yticks([r * (H + pad) + (H - 1) / 2 for r in range(R)], row_names[:R], fontsize=8)
+    ax.set_xticks([k * (W + pad) + (W - 1) / 2 for k in range(K)] if col_names else [], col_names or [], fontsize=7)
+    ax.xaxis.tick_top()
+    ax.tick_params(length=0)
+    for side in ax.spines.values():
+        side.set_visible(False)
+    if title:
+        ax.set_title(title, fontsize=9, pad=18 if col_names else 6)
+    save_figure(fig, path)
+
+
+def losses_figure(path, history):
+    """Each logged term of G's training over the steps (losses.png)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    names = {"loss": "total: L_inv + robust + priors", "kl": "L_KL", "ce": "L_CE", "cos": "L_cos",
+             "extra": "robust + prior terms (weighted)", "accuracy": "f labels x as y (batch)"}
+    fig, axes = plt.subplots(1, len(names), figsize=(3 * len(names), 2.6))
+    for ax, (key, name) in zip(axes, names.items()):
+        ax.plot(history["step"], history[key])
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("generator step", fontsize=8)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def figures(spec, out, Gs, x, y, data, history, seed):
+    """nearest.png, intensity.png, losses.png."""
+    classes, n, device = spec["classes"], len(spec["classes"]), x.device
+    picks = torch.cat([torch.nonzero(y == c)[:3, 0] for c in range(n)])      # three samples per class
+    _, nn_idx = nearest_neighbours(x[picks], data["x_train"])
+    pairs = torch.stack([x[picks], data["x_train"][nn_idx]], 1).flatten(0, 1)   # sample, neighbour, ...
+    per_row = 2 * len(picks) // n
+    image_grid(out / "nearest.png", list(pairs.split(per_row)), classes, ["sample", "nearest"] * (per_row // 2),
+               "samples beside their nearest training images")
+    margins = torch.tensor([0.01, 0.1, 0.3, 0.6, 1.0, 2.0, 4.0, 8.0], device=device)
+    G, rows = Gs[0].eval(), []                                   # dropout off: only the margin varies
+    for c in range(n):
+        torch.manual_seed(seed + c)
+        z, v = torch.randn(1, G.latent_dim, device=device), torch.randn(1, n, device=device)
+        p, _, H = common.conditioning_for_labels(torch.full((len(margins),), c, device=device), n, margins,
+                                                 v.expand(len(margins), n))
+        with torch.no_grad():
+            rows.append(G(z.expand(len(margins), -1), p, H))
+    image_grid(out / "intensity.png", rows, classes, [f"+{m:g}" for m in margins.tolist()],
+               "argmax intensity: logit margin of the label over the next largest")
+    losses_figure(out / "losses.png", history)
+
+
+# ==== The report =================================================================================
+def print_summary(metrics):
+    inv = metrics["inversion"]
+    rows = [("classifier f test accuracy", metrics["classifier"]["test_accuracy"]),
+            ("judge test accuracy", metrics["judge"]["test_accuracy"]),
+            ("target accuracy (f on samples)", inv["target_accuracy"]),
+            ("judge accuracy (judge on samples)", inv["judge_accuracy"]),
+            ("mean confidence", inv["mean_confidence"]),
+            ("diversity ratio (samples / real)", inv["diversity_ratio"]),
+            ("feature cosine within class", inv["feature_cosine"]),
+            ("  real test images", inv["feature_cosine_real"]),
+            ("Frechet distance (judge features)", inv["frechet_distance"]),
+            ("  real vs real reference", inv["frechet_distance_real"]),
+            *[(f"  {k.replace('_', ' ')}", v) for k, v in inv["frechet_reference"].items()],
+            ("nn distance to training images", inv["nn_distance"]),
+            *[(f"distillation {k.replace('_', ' ')}", v) for k, v in metrics["distillation"].items()
+              if k.startswith("from")],
+            ("seconds, total", metrics["seconds"]["total"])]
+    print(f"\nsummary (samples at margin {metrics['config']['margin'] or 'natural'})")
+    for name, value in rows:
+        print(f"  {name:<36} {value:10.4f}")
+    print(f"  {'by sampling margin':<24} {'target':>8} {'judge':>8} {'diversity':>10}")
+    for m, r in metrics["inversion_by_margin"].items():
+        print(f"    {m:<22} {r['target_accuracy']:8.3f} {r['judge_accuracy']:8.3f} {r['diversity_ratio']:10.3f}")
+
+
+def report(spec, out, args, data, f, f_accuracy, Gs, x, y, history, seconds, t_start):
+    """Everything above for one run: judge, metrics, figures, metrics.json, the summary.
+    spec: {"dataset", "classes", "flip"} of the script.  Returns metrics.json's content."""
+    t0, n, device = time.time(), len(spec["classes"]), x.device
+    judge, judge_accuracy, seconds["judge"] = trained_judge(spec, data, args, out, device)
+    for G in Gs:
+        common.sampling_mode(G)
+    inversion = inversion_metrics(x, y, f, judge, data, n)
+    figures(spec, out, Gs, x, y, data, history, args.seed)
+    by_margin = {("natural" if m is None else f"{m:g}"): margin_scores(Gs[0], f, judge, data, n, m, args.eval_per_class)
+                 for m in MARGINS}
+    distilled = distillation(spec, Gs, f, data, args, device) if args.distill_steps else {}
+    seconds.update(measure=time.time() - t0 - seconds["judge"], total=time.time() - t_start)
+    metrics = {"dataset": spec["dataset"], "fake_data": args.fake_data,
+               "device": str(device) + (f" ({torch.cuda.get_device_name()})" if device.type == "cuda" else ""),
+               "classifier": {"test_accuracy": f_accuracy}, "judge": {"test_accuracy": judge_accuracy},
+               "inversion": inversion, "inversion_by_margin": by_margin, "distillation": distilled,
+               "history": history, "seconds": seconds, "config": vars(args)}
+    common.atomic_write(out / "metrics.json", lambda fh: fh.write(json.dumps(metrics, indent=2).encode()))
+    print_summary(metrics)
+    print(f"\nwrote {out}/: classifier.pt judge.pt generator.pt samples.pt samples.png nearest.png "
+          f"intensity.png losses.png metrics.json")
+    return metrics
+
+
+# ==== Re-scoring a finished run ==================================================================
+def rescore(argv=None):
+    """python measure.py RUN_DIR: report() again from the run's checkpoints and samples.pt."""
+    ap = common.one_line_errors(argparse.ArgumentParser(description=__doc__.split("\n\n")[0]))
+    ap.add_argument("run_dir", help="a finished run's --out-dir")
+    ap.add_argument("--data-dir", help="where the dataset is (default: the run's own --data-dir)")
+    ap.add_argument("--device", default="auto", choices=["auto", "cuda", "mps", "cpu"])
+    ap.add_argument("--distill-steps", type=common.COUNT, help="default: the run's own")
+    cli = ap.parse_args(argv)
+    run = Path(cli.run_dir)
+    for name in ("generator.pt", "classifier.pt", "samples.pt"):
+        if not (run / name).is_file():
+            raise common.UserError(f"{run / name} not found: give the --out-dir of a finished run")
+    first = common.load_checkpoint(run / "generator.pt", "generator", {})
+    script = importlib.import_module(SCRIPTS[first["dataset"]])
+    args = argparse.Namespace(**{**first["config"], "out_dir": str(run), "device": cli.device, "retrain": False,
+                                 **{k: v for k, v in vars(cli).items() if k != "run_dir" and v is not None}})
+    device, out = common.setup(args, {})
+    t_start, data = time.time(), script.load_data(args, device)
+    f = common.place(script.Classifier(len(script.CLASSES)), device)
+    ckpt = common.load_checkpoint(run / "classifier.pt", "classifier", {"dataset": script.DATASET})
+    f.load_state_dict(ckpt["model"])
+    f.eval().requires_grad_(False)
+    Gs = []
+    for k in range(args.num_generators):
+        G = common.place(script.build_generator(args), device)
+        G.load_state_dict(common.load_checkpoint(run / ("generator.pt" if k == 0 else f"generator_{k}.pt"),
+                                                 "generator", {"dataset": script.DATASET})["model"])
+        Gs.append(G)
+    try:
+        samples = torch.load(run / "samples.pt")
+        x, y = samples["images"].to(device), samples["labels"].to(device)
+    except Exception as e:
+        raise common.UserError(f"{run / 'samples.pt'} is not a readable samples file ({type(e).__name__})") from None
+    old = json.loads((run / "metrics.json").read_text()).get("seconds", {}) if (run / "metrics.json").is_file() else {}
+    spec = dict(dataset=script.DATASET, classes=script.CLASSES, flip=script.FLIP)
+    return report(spec, out, args, data, f, ckpt["test_accuracy"], Gs, x, y, first["history"],
+                  {k: old[k] for k in ("data", "classifier", "generator") if k in old}, t_start)
+
+
+if __name__ == "__main__":
+    common.run_main(rescore, None, "measure.py")
