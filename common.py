@@ -36,9 +36,8 @@ def sample_conditioning(N: int, n: int, device):
 
 
 def conditioning_for_labels(y: torch.Tensor, n: int, intensity=None, v=None):
-    """Conditioning whose argmax is the chosen y (Sec. 2: "varying the arg-max element intensity"):
-    v ~ N(0, I_n) as in training (or the given v), then v_y = the largest other entry + intensity
-    (a logit margin); intensity=None keeps the draw's own margin, its largest entry moved to y."""
+    """Conditioning with arg-max y (Sec. 2: "varying the arg-max element intensity"): v ~ N(0, I_n)
+    (or v), v_y = largest other entry + intensity; None: the draw's own largest entry moved to y."""
     v = torch.randn(len(y), n, device=y.device) if v is None else v.clone()
     rows = torch.arange(len(y), device=y.device)
     if intensity is None:                                        # swap the largest entry into y
@@ -65,15 +64,13 @@ class UpBlock(nn.Sequential):
 
 
 class Generator(nn.Module):
-    """G(z, p, H) -> x, for 1x28x28 and 3x32x32 images.
-
+    """G(z, p, H) -> x, for 1x28x28 and 3x32x32 images:
     p (N, n) --Linear--> (N, hidden) ++ z (N, latent)                   concatenation
              --stage 1: transposed conv--> (N, width, n, n)             vector -> n x n
              ++ H (N, 1, n, n) --stage 2: two UpBlocks--> (N, width/4, S, S)
              --3x3 conv, sigmoid--> x (N, C, S, S) in [0, 1]
-    conditioning: "vector-matrix" (the paper's), "vector" (no H), or "label" (a learned
-    embedding of y and no H: the baseline the paper calls ineffective).
-    """
+    conditioning: "vector-matrix" (the paper's), "vector" (no H), or "label" (an embedding of y
+    and no H: the baseline the paper calls ineffective)."""
 
     def __init__(self, channels=1, image_size=28, n_classes=10, latent_dim=64, hidden=64,
                  width=128, dropout=0.3, conditioning="vector-matrix"):
@@ -213,7 +210,6 @@ def tv_term(x):
     return (x[..., 1:, :] - x[..., :-1, :]).abs().mean() + (x[..., :, 1:] - x[..., :, :-1]).abs().mean()
 
 
-# Training a classifier
 def augment(x, flip=False, shift=2):
     """Per image, on the device: a random shift of up to `shift` pixels and, with flip, a mirror."""
     N, S = len(x), x.shape[-1]
@@ -279,6 +275,7 @@ PAPER = dict(alpha=1.0, beta=1.0, gamma=1.0, robust_eps=0.0, stats=0.0, tv=0.0) 
 FLAGS = {  # group: [(flag, type, or choices, or bool for a switch, help)]
     "the paper (Sec. 2): f, G and L_inv": [
         ("--classifier-epochs", POSITIVE, None), ("--classifier-batch-size", POSITIVE, None),
+        ("--classifier-width", POSITIVE, "f's channels in its first convolution"),
         ("--classifier-lr", NUMBER, "f's peak learning rate"), ("--generator-steps", POSITIVE, None),
         ("--batch-size", POSITIVE, "G's batch size N"), ("--lr", NUMBER, "G's learning rate"),
         ("--latent-dim", POSITIVE, "size of z"), ("--hidden", POSITIVE, "size of the linear map of p"),
@@ -331,6 +328,7 @@ def parse_args(argv, description, dataset, defaults, quick):
         for key, value in preset.items():
             if on and getattr(given, key) is unset:
                 setattr(args, key, value)
+    args.out_dir += "-quick" if args.quick and given.out_dir is unset else ""   # beside the full run
     if args.dry_run:
         args.classifier_epochs, args.generator_steps = 1, min(args.generator_steps, 4)
         args.train_subset, args.batch_size = args.train_subset or 512, min(args.batch_size, 32)
@@ -351,9 +349,8 @@ def setup(args, quick):
     elif name == "mps" and not torch.backends.mps.is_available():
         raise UserError("--device mps asked for, but MPS is not available; use --device cpu or auto")
     print(f"device: {name}" + (f" ({torch.cuda.get_device_name()})" if name == "cuda" else ""))
-    if name == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-        torch.backends.cudnn.benchmark = True
+    if name == "cuda":                                           # TF32 matmuls, tuned convolutions
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = torch.backends.cudnn.benchmark = True
     for flag, preset in (("quick", quick), ("paper", PAPER)):
         if getattr(args, flag):
             print(f"--{flag}: " + ", ".join(f"{k}={getattr(args, k)}" for k in preset))
@@ -385,11 +382,16 @@ def architecture(model: nn.Module) -> str:
     return f"{type(model).__name__}/{sum(p.numel() for p in model.parameters())} parameters"
 
 
+def f_training(args) -> dict:
+    """How f (and the judge) were trained: a cached one is reused only if trained the same way."""
+    return {k: getattr(args, k) for k in ("classifier_epochs", "classifier_batch_size", "classifier_lr",
+                                          "augment", "train_subset", "classifier_adv_eps")}
+
+
 # ==== Plumbing: --cuda-graph around the scripts' inversion step (G's Adam: capturable=True) =========
 class GraphedStep:
-    """Each call is one training step: the first `warmup` run step() as written; the next records
-    it as a CUDA graph, and every call from then on replays it (forward, backward, Adam in one
-    launch; fresh random numbers).  step() must keep its shapes and never read a value back."""
+    """Each call is one training step: the first `warmup` run step(); the next records it as a CUDA
+    graph, replayed from then on (one launch, fresh random numbers).  step() must keep its shapes."""
 
     def __init__(self, step, warmup=3):
         self.step, self.warmup, self.calls, self.graph, self.out = step, warmup, 0, None, None
@@ -427,12 +429,12 @@ def fake_splits(shape, n_classes=10, n_train=3000, n_test=1000, seed=1234):
     same every time.  ((x_train uint8 (N, C, H, W), y_train), (x_test, y_test))."""
     g = torch.Generator().manual_seed(seed)
     patterns = F.interpolate(torch.rand(n_classes, shape[0], 5, 5, generator=g), size=shape[1:], mode="bilinear")
-
-    def draw(N):
+    splits = []
+    for N in (n_train, n_test):
         y = (torch.arange(N) % n_classes)[torch.randperm(N, generator=g)]
         x = patterns[y] * (0.7 + 0.3 * torch.rand(N, 1, 1, 1, generator=g)) + 0.15 * torch.randn(N, *shape, generator=g)
-        return (x.clamp(0, 1) * 255).to(torch.uint8), y
-    return draw(n_train), draw(n_test)
+        splits.append(((x.clamp(0, 1) * 255).to(torch.uint8), y))
+    return splits
 
 
 def to_device(train, test, shape, args, device):

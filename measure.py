@@ -18,6 +18,8 @@ losses.png, and prints a summary.  metrics.json["inversion"], for the samples of
                        _real: two halves of the test set; frechet_reference: stand-ins made of
                        training images (plain, with pixel noise, class means) at the samples' size
   nn_distance          mean L2 pixel distance of a sample to its nearest training image
+  pieces               grey images: 8-connected pieces above 0.5 per image, the share in one
+                       piece, specks (pieces of at most 3 pixels); samples and real test images
 metrics.json["inversion_by_margin"]: target, judge and diversity at several arg-max margins.
 metrics.json["distillation"]: data-free distillation, how the field scores a generator trained
 against a frozen classifier: a fresh student (the judge's architecture) trained only on G's
@@ -81,11 +83,11 @@ def fit(model, draw, steps, lr, name):
     return model.eval()
 
 
-def batches(x, target, size, flip):
-    """draw() for fit: a random batch of x, shifted (and mirrored with flip), with its targets."""
+def batches(x, target, size, spec, args):
+    """draw() for fit: a random batch of x with its targets, augmented as f's batches are."""
     def draw():
         idx = torch.randint(0, len(x), (size,), device=x.device)
-        return common.augment(x[idx], flip=flip), target[idx]
+        return (common.augment(x[idx], flip=spec["flip"]) if args.augment else x[idx]), target[idx]
     return draw
 
 
@@ -93,15 +95,15 @@ def trained_judge(spec, data, args, out, device):
     """The judge from out/judge.pt, or trained as f is (same data, epochs, batch size, learning
     rate, augmentation) and saved there.  (judge, test accuracy, seconds spent training)."""
     judge = common.place(Judge(data["x_train"].shape[1], len(spec["classes"])), device)
-    signature, path = {"dataset": spec["dataset"], "arch": common.architecture(judge)}, out / "judge.pt"
+    signature = {"dataset": spec["dataset"], "arch": common.architecture(judge), "training": common.f_training(args)}
+    path = out / "judge.pt"
     if path.exists() and not args.retrain:
         ckpt = common.load_checkpoint(path, "judge", signature)
         judge.load_state_dict(ckpt["model"])
         return judge.eval(), ckpt["test_accuracy"], 0.0
     t0, B = time.time(), args.classifier_batch_size
     steps = args.classifier_epochs * max(1, len(data["x_train"]) // B)
-    fit(judge, batches(data["x_train"], data["y_train"], B, spec["flip"] and args.augment), steps,
-        args.classifier_lr, "judge")
+    fit(judge, batches(data["x_train"], data["y_train"], B, spec, args), steps, args.classifier_lr, "judge")
     accuracy = common.accuracy(judge, data["x_test"], data["y_test"])
     print(f"judge: test accuracy {accuracy:.4f}, {time.time() - t0:.0f}s")
     common.save_checkpoint(path, {"kind": "judge", **signature, "model": judge.state_dict(),
@@ -113,19 +115,21 @@ def distillation(spec, Gs, f, data, args, device):
     """Data-free distillation: fresh students (Judge) trained for --distill-steps batches to match
     f's softmax outputs, on G's samples (conditioned as in training) or on real training images;
     both tested on the real test images."""
-    n, B, flip = len(spec["classes"]), args.classifier_batch_size, spec["flip"] and args.augment
+    n, B = len(spec["classes"]), args.classifier_batch_size
     f_probs = lambda x: torch.softmax(f(x), 1)                                      # noqa: E731
+    real = batches(data["x_train"], data["y_train"], B, spec, args)
 
     @torch.no_grad()
     def from_G():
         G = Gs[torch.randint(len(Gs), ()).item()]
         p, _, H = common.sample_conditioning(B, n, device)
-        x = common.augment(G(torch.randn(B, G.latent_dim, device=device), p, H), flip=flip)
+        x = G(torch.randn(B, G.latent_dim, device=device), p, H)
+        x = common.augment(x, flip=spec["flip"]) if args.augment else x
         return x, f_probs(x)
 
     @torch.no_grad()
     def from_data():
-        x, _ = batches(data["x_train"], data["y_train"], B, flip)()
+        x, _ = real()
         return x, f_probs(x)
     scores = {}
     for name, draw in (("from_generator", from_G), ("from_training_images", from_data)):
@@ -171,6 +175,30 @@ def nearest_neighbours(x, x_train, batch=256, candidates=8):
         dists.append(d.gather(1, best)[:, 0])
         idxs.append(cand.gather(1, best)[:, 0])
     return torch.cat(dists), torch.cat(idxs)
+
+
+def pieces(images, threshold=0.5):
+    """Per grey image: how many 8-connected pieces its pixels above threshold form, and how many
+    of those are specks (at most 3 pixels).  A whole digit or garment is one piece, no specks."""
+    from scipy import ndimage                    # scipy: in requirements.txt (SVHN needs it too)
+    counts, specks = [], []
+    for image in (images[:, 0] > threshold).cpu().numpy():
+        labels, k = ndimage.label(image, structure=[[1, 1, 1]] * 3)
+        counts.append(k)
+        specks.append(int((torch.bincount(torch.as_tensor(labels).flatten())[1:] <= 3).sum()))
+    return torch.tensor(counts, dtype=torch.float), torch.tensor(specks, dtype=torch.float)
+
+
+def strokes(images, labels, data):
+    """metrics.json["inversion"]["pieces"] for grey images: the samples' mean number of pieces,
+    share in one piece, mean specks; the same for as many real test images of each label."""
+    real = torch.cat([data["x_test"][data["y_test"] == c][:int((labels == c).sum())] for c in labels.unique()])
+    out = {}
+    for name, x in (("samples", images), ("real", real)):
+        count, speck = pieces(x)
+        out.update({f"{name}_pieces": count.mean().item(), f"{name}_one_piece": (count == 1).float().mean().item(),
+                    f"{name}_specks": speck.mean().item()})
+    return out
 
 
 @torch.no_grad()
@@ -232,6 +260,7 @@ def inversion_metrics(images, labels, f, judge, data, n_classes):
         "frechet_distance_real": frechet_distance(real_feats[half[0]], real_feats[half[1]]),
         "frechet_reference": frechet_references(judge, labels, data, real_feats, n_classes),
         "nn_distance": nearest_neighbours(images, data["x_train"])[0].mean().item(),
+        **({"pieces": strokes(images, labels, data)} if images.shape[1] == 1 else {}),
     }
 
 
@@ -331,6 +360,7 @@ def print_summary(metrics):
             ("  real vs real reference", inv["frechet_distance_real"]),
             *[(f"  {k.replace('_', ' ')}", v) for k, v in inv["frechet_reference"].items()],
             ("nn distance to training images", inv["nn_distance"]),
+            *[(f"pieces: {k.replace('_', ' ')}", v) for k, v in inv.get("pieces", {}).items()],
             *[(f"distillation {k.replace('_', ' ')}", v) for k, v in metrics["distillation"].items()
               if k.startswith("from")],
             ("seconds, total", metrics["seconds"]["total"])]
@@ -386,7 +416,7 @@ def rescore(argv=None):
                                  **{k: v for k, v in vars(cli).items() if k != "run_dir" and v is not None}})
     device, out = common.setup(args, {})
     t_start, data = time.time(), script.load_data(args, device)
-    f = common.place(script.Classifier(len(script.CLASSES)), device)
+    f = common.place(script.Classifier(len(script.CLASSES), args.classifier_width), device)
     ckpt = common.load_checkpoint(run / "classifier.pt", "classifier", {"dataset": script.DATASET})
     f.load_state_dict(ckpt["model"])
     f.eval().requires_grad_(False)

@@ -42,17 +42,21 @@ SHAPE = (3, 32, 32)                                              # (C, H, W) of 
 CLASSES = [str(d) for d in range(10)]                            # house-number digits
 FLIP = False                                                     # a mirrored digit is another shape
 DEFAULTS = dict(                                                 # this dataset's flag defaults
-    classifier_epochs=15, classifier_batch_size=512, classifier_lr=2e-3, augment=True,
+    classifier_epochs=15, classifier_batch_size=512, classifier_lr=2e-3, classifier_width=64,
+    augment=True, train_subset=0,                                # f's data: shifts (and flips); all of it
     generator_steps=3000, batch_size=256, lr=2e-3, latent_dim=64, hidden=64, width=128, dropout=0.3,
     alpha=1.0, beta=5.0, gamma=1.0,                              # L_inv's weights (not in the paper)
     robust_eps=0.05, stats=1.0, tv=0.0,                          # Sec. 3 in our form; two priors
-    margin=1.0, train_subset=0, log_every=100, eval_per_class=100, distill_steps=2000)
-QUICK = dict(classifier_epochs=2, augment=False, train_subset=20000, classifier_batch_size=128,
-             generator_steps=600, batch_size=64, width=64, log_every=50,
-             eval_per_class=50, distill_steps=300)               # --quick: a laptop CPU
+    margin=1.0, log_every=100, eval_per_class=100, distill_steps=2000)
+QUICK = dict(classifier_epochs=2, augment=False, train_subset=15000, classifier_batch_size=128,
+             classifier_width=24, generator_steps=400, batch_size=32, width=64, log_every=50,
+             eval_per_class=40, distill_steps=80)                # --quick: under 5 min on 2 CPU cores
 
+# [same in all four scripts: flags]
 def parse_args(argv=None):
+    """The flags of common.FLAGS with this dataset's DEFAULTS (and QUICK for --quick)."""
     return common.parse_args(argv, __doc__.split("\n\n")[0], DATASET, DEFAULTS, QUICK)
+# [end]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -134,9 +138,8 @@ def train_classifier(f, data, args):
 def trained_classifier(data, args, out, device):
     """f from out/classifier.pt if it was trained the same way, else trained and saved there;
     then frozen (eval mode: dropout off; no gradient reaches its weights).  (f, test accuracy)."""
-    f = common.place(Classifier(len(CLASSES)), device)
-    signature = {"dataset": DATASET, "arch": common.architecture(f),
-                 "adv_eps": args.classifier_adv_eps}
+    f = common.place(Classifier(len(CLASSES), args.classifier_width), device)
+    signature = {"dataset": DATASET, "arch": common.architecture(f), "training": common.f_training(args)}
     path = out / "classifier.pt"
     if path.exists() and not args.retrain:
         ckpt = common.load_checkpoint(path, "classifier", signature)
@@ -194,13 +197,13 @@ def inversion_step(G, f, opt, args, stats, device):
 
 
 # [same in all four scripts: generator loop]
-def train_generator(G, f, stats, args, out, device, k=0):
-    """G's training loop: Adam on G's weights only, --generator-steps steps of inversion_step.
+def train_generator(f, stats, args, out, device, k=0):
+    """Generator k's training loop: Adam on G's weights only, --generator-steps inversion_steps.
     Prints the mean terms every --log-every steps (and every 15 s), saves generator.pt every
     --checkpoint-every steps, at the end and on Ctrl-C; --resume continues from it.  The loss
     terms stay on the device between lines.  Returns (G, the printed history)."""
     torch.manual_seed(args.seed + k)                             # the same whether f was cached or not
-    G = common.place(G, device).train()
+    G = common.place(build_generator(args), device).train()
     graph = args.cuda_graph and device.type == "cuda"            # --cuda-graph: the step replayed
     opt = torch.optim.Adam(G.parameters(), lr=args.lr, betas=(0.5, 0.999), capturable=graph)
     path = out / ("generator.pt" if k == 0 else f"generator_{k}.pt")
@@ -293,7 +296,7 @@ def run(argv=None):
     f, f_accuracy = trained_classifier(data, args, out, device)              # 3. f, trained, frozen
     stats = common.feature_statistics(f, data["x_train"], data["y_train"], len(CLASSES))   # prior's targets
     t.append(time.time())
-    Gs, histories = zip(*[train_generator(build_generator(args), f, stats, args, out, device, k)
+    Gs, histories = zip(*[train_generator(f, stats, args, out, device, k)
                           for k in range(args.num_generators)])              # 4.-5. G against f
     t.append(time.time())
     x, y = save_samples(Gs, args, out, device)                               # 6. Fig. 2, samples.pt

@@ -106,3 +106,14 @@ def test_frechet_references_draw_per_class_and_order_noise_and_collapse():
     # closed form: 2b + 9w - 2 sqrt(b (b + w))
     b, w = 9 * torch.tensor([0, 1, 2, 3.0]).div(8).var(unbiased=False).item(), 0.25 / 12
     assert abs(ref["class_mean_images"] - (2 * b + 9 * w - 2 * (b * (b + w)) ** 0.5)) < 0.01
+
+
+def test_pieces_count_connected_parts_and_specks():
+    x = torch.zeros(3, 1, 8, 8)
+    x[0, 0, 1:6, 2] = 1                                  # one stroke
+    x[1, 0, 1:6, 2] = 1
+    x[1, 0, 7, 7] = 1                                    # ... and a speck
+    x[2, 0, 1, 1] = x[2, 0, 2, 2] = 1                    # diagonal neighbours: one piece (8-connected)
+    x[2, 0, 5:8, 5:8] = 0.4                              # below the threshold: nothing
+    count, specks = measure.pieces(x)
+    assert count.tolist() == [1, 2, 1] and specks.tolist() == [0, 1, 1]

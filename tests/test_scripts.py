@@ -87,10 +87,13 @@ def test_second_run_reuses_the_cached_classifier_unless_retrain(tmp_path, capsys
     argv = ["--fake-data", "--dry-run", "--device", "cpu", "--out-dir", str(tmp_path), "--eval-per-class", "3"]
     mod.main(argv)
     stamp = (tmp_path / "classifier.pt").stat().st_mtime_ns
+    first = torch.load(tmp_path / "generator.pt", weights_only=False)["model"]
     capsys.readouterr()
     mod.main(argv)
     assert "f: reusing" in capsys.readouterr().out
     assert (tmp_path / "classifier.pt").stat().st_mtime_ns == stamp
+    again = torch.load(tmp_path / "generator.pt", weights_only=False)["model"]
+    assert all(torch.equal(first[k], again[k]) for k in first)        # G does not depend on caching
     mod.main(argv + ["--retrain"])
     assert (tmp_path / "classifier.pt").stat().st_mtime_ns != stamp
 

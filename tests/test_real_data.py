@@ -1,0 +1,61 @@
+"""--quick on the CPU with real data, as a user would run it: Fashion-MNIST from Debian's
+dataset-fashion-mnist (its .gz bytes differ from the published files: unpacked here), and MNIST
+from the published .gz files in ../shared/data/mnist (torchvision checks their md5 sums and
+unpacks them itself).  In CI (CI set) missing data is a failure; elsewhere the test is skipped.
+
+The bounds leave room for seeds and for another CPU's arithmetic, which changes a run about as
+much as another seed does; the measured values are in the comments (development CPU, seed 0)."""
+import gzip
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, load_script
+
+DEBIAN = Path("/usr/share/datasets/fashion-mnist")
+SHARED = ROOT.parent / "shared" / "data" / "mnist"
+FILES = ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+         "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"]
+
+
+def data_dir(tmp_path, source, folder, unpack):
+    if not all((source / f).exists() for f in FILES):
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must provide {source} (see .ci/run and docs/contributing.md)")
+        pytest.skip(f"{source} is not on this machine")
+    raw = tmp_path / "data" / folder / "raw"
+    raw.mkdir(parents=True)
+    for f in FILES:
+        if unpack:
+            with gzip.open(source / f) as src, open(raw / f[:-3], "wb") as dst:
+                shutil.copyfileobj(src, dst)
+        else:
+            shutil.copy(source / f, raw / f)
+    return raw.parent.parent
+
+
+def quick(script, data, out):
+    return load_script(script).main(["--quick", "--device", "cpu", "--data-dir", str(data), "--out-dir", str(out)])
+
+
+def test_quick_run_on_real_fashion_mnist(tmp_path):
+    metrics = quick("fashion_inversion", data_dir(tmp_path, DEBIAN, "FashionMNIST", unpack=True), tmp_path / "out")
+    assert metrics["fake_data"] is False and metrics["config"]["train_subset"] == 30000   # the preset
+    assert metrics["classifier"]["test_accuracy"] >= 0.85                 # 0.872
+    assert metrics["inversion"]["target_accuracy"] >= 0.98                # 1.000
+    assert metrics["inversion"]["judge_accuracy"] >= 0.80                 # 0.900 (0.940 with other seeds of G)
+    assert metrics["inversion"]["diversity_ratio"] >= 0.5                 # 0.717
+    assert metrics["distillation"]["from_generator"] >= 0.5               # 0.658 (0.758)
+
+
+def test_quick_run_on_real_mnist(tmp_path):
+    metrics = quick("mnist_inversion", data_dir(tmp_path, SHARED, "MNIST", unpack=False), tmp_path / "out")
+    assert metrics["fake_data"] is False
+    assert metrics["classifier"]["test_accuracy"] >= 0.97                 # 0.985
+    assert metrics["inversion"]["target_accuracy"] >= 0.98                # 0.998
+    assert metrics["inversion"]["judge_accuracy"] >= 0.80                 # 0.926 (0.956, 0.916 with other seeds of G)
+    assert metrics["inversion"]["diversity_ratio"] >= 0.5                 # 0.759
+    assert metrics["distillation"]["from_generator"] >= 0.8               # 0.908 (0.945)
+    assert metrics["inversion"]["pieces"]["real_one_piece"] > 0.95        # 0.984: the metric sees whole digits
