@@ -67,11 +67,14 @@ def load_data(args, device):
     """{"x_train", "y_train", "x_test", "y_test"} on the device: x (N, 3, 32, 32) in [0, 1], y (N,)."""
     if args.fake_data:
         return common.to_device(*common.fake_splits(SHAPE, len(CLASSES)), SHAPE, args, device)
-    folder, names = Path(args.data_dir) / "cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
-    present = all((folder / name).is_file() for name in names)
+    folder = Path(args.data_dir) / "cifar-10-batches-py"                # torchvision's layout
+    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    present = all((folder / name).is_file() for name in names)           # else torchvision downloads
+
+    def cifar10(train):
+        return torchvision.datasets.CIFAR10(args.data_dir, train, download=not present)
     try:
-        splits = [common.open_dataset(lambda: torchvision.datasets.CIFAR10(args.data_dir, train=train, download=not present),
-                                      DATASET, folder, names) for train in (True, False)]
+        splits = [common.open_dataset(lambda: cifar10(train), DATASET, folder, names) for train in (True, False)]
         splits = [(torch.as_tensor(s.data).permute(0, 3, 1, 2), s.targets) for s in splits]   # NHWC -> NCHW
     except common.UserError:
         if not present:
@@ -79,7 +82,10 @@ def load_data(args, device):
         # torchvision checks each file's md5 sum and refuses a copy that is not the published bytes
         # (one re-encoded, say) though its format is valid; that format is simple, so read it here:
         # pickled {"data": uint8 (N, 3072), channel after channel, "labels": [N ints]}
-        batches = [pickle.load(open(folder / name, "rb"), encoding="latin1") for name in names]
+        batches = []
+        for name in names:
+            with open(folder / name, "rb") as fh:
+                batches.append(pickle.load(fh, encoding="latin1"))
         x, y = [torch.as_tensor(b["data"]).view(-1, 3, 32, 32) for b in batches], [b["labels"] for b in batches]
         splits = [(torch.cat(x[:5]), sum(y[:5], [])), (x[5], y[5])]
     return common.to_device(*splits, SHAPE, args, device)

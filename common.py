@@ -384,8 +384,8 @@ def architecture(model: nn.Module) -> str:
 
 def f_training(args) -> dict:
     """How f (and the judge) were trained: a cached one is reused only if trained the same way."""
-    return {k: getattr(args, k) for k in ("classifier_epochs", "classifier_batch_size", "classifier_lr",
-                                          "augment", "train_subset", "classifier_adv_eps")}
+    return {k: getattr(args, k) for k in ("fake_data", "classifier_epochs", "classifier_batch_size",
+                                          "classifier_lr", "augment", "train_subset", "classifier_adv_eps")}
 
 
 # ==== Plumbing: --cuda-graph around the scripts' inversion step (G's Adam: capturable=True) =========

@@ -70,8 +70,9 @@ def load_data(args, device):
         return common.to_device(*common.fake_splits(SHAPE, len(CLASSES)), SHAPE, args, device)
     files = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
              "t10k-labels-idx1-ubyte"]
-    splits = [common.open_dataset(lambda: torchvision.datasets.FashionMNIST(args.data_dir, train=train, download=True),
-                                  DATASET, Path(args.data_dir) / DATASET / "raw", files) for train in (True, False)]
+    folder = Path(args.data_dir) / DATASET / "raw"                     # torchvision's layout
+    splits = [common.open_dataset(lambda: torchvision.datasets.FashionMNIST(args.data_dir, train, download=True),
+                                  DATASET, folder, files) for train in (True, False)]
     return common.to_device(*[(s.data[:, None], s.targets) for s in splits], SHAPE, args, device)
 
 

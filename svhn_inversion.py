@@ -67,10 +67,12 @@ def load_data(args, device):
     (SVHN's "train" and "test" splits; not "extra")."""
     if args.fake_data:
         return common.to_device(*common.fake_splits(SHAPE, len(CLASSES)), SHAPE, args, device)
-    names = ["train_32x32.mat", "test_32x32.mat"]
-    present = all((Path(args.data_dir) / name).is_file() for name in names)   # else torchvision downloads
-    splits = [common.open_dataset(lambda: torchvision.datasets.SVHN(args.data_dir, split=split, download=not present),
-                                  DATASET, Path(args.data_dir), names) for split in ("train", "test")]
+    folder, names = Path(args.data_dir), ["train_32x32.mat", "test_32x32.mat"]       # torchvision's layout
+    present = all((folder / name).is_file() for name in names)           # else torchvision downloads
+
+    def svhn(split):
+        return torchvision.datasets.SVHN(args.data_dir, split, download=not present)
+    splits = [common.open_dataset(lambda: svhn(split), DATASET, folder, names) for split in ("train", "test")]
     # torchvision has turned SVHN's label 10 into digit 0, and the images into (N, 3, 32, 32)
     return common.to_device(*[(s.data, s.labels) for s in splits], SHAPE, args, device)
 
