@@ -1,7 +1,7 @@
 """--quick on the CPU with real data, as a user would run it: Fashion-MNIST from Debian's
-dataset-fashion-mnist (its .gz bytes differ from the published files: unpacked here), and MNIST
-from the published .gz files in ../shared/data/mnist (torchvision checks their md5 sums and
-unpacks them itself).  In CI (CI set) missing data is a failure; elsewhere the test is skipped.
+dataset-fashion-mnist, and MNIST from ../shared/data/mnist (exact images and labels, but gzip
+bytes other than the published ones, so torchvision's md5 check would refuse the .gz files:
+both are unpacked here).  In CI (CI set) missing data is a failure; elsewhere the test is skipped.
 
 The bounds leave room for seeds and for another CPU's arithmetic, which changes a run about as
 much as another seed does; the measured values are in the comments (development CPU, seed 0)."""
@@ -20,7 +20,7 @@ FILES = ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
          "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"]
 
 
-def data_dir(tmp_path, source, folder, unpack):
+def data_dir(tmp_path, source, folder):
     if not all((source / f).exists() for f in FILES):
         if os.environ.get("CI"):
             pytest.fail(f"CI must provide {source} (see .ci/run and docs/contributing.md)")
@@ -28,11 +28,8 @@ def data_dir(tmp_path, source, folder, unpack):
     raw = tmp_path / "data" / folder / "raw"
     raw.mkdir(parents=True)
     for f in FILES:
-        if unpack:
-            with gzip.open(source / f) as src, open(raw / f[:-3], "wb") as dst:
-                shutil.copyfileobj(src, dst)
-        else:
-            shutil.copy(source / f, raw / f)
+        with gzip.open(source / f) as src, open(raw / f[:-3], "wb") as dst:
+            shutil.copyfileobj(src, dst)
     return raw.parent.parent
 
 
@@ -41,7 +38,7 @@ def quick(script, data, out):
 
 
 def test_quick_run_on_real_fashion_mnist(tmp_path):
-    metrics = quick("fashion_inversion", data_dir(tmp_path, DEBIAN, "FashionMNIST", unpack=True), tmp_path / "out")
+    metrics = quick("fashion_inversion", data_dir(tmp_path, DEBIAN, "FashionMNIST"), tmp_path / "out")
     assert metrics["fake_data"] is False and metrics["config"]["train_subset"] == 30000   # the preset
     assert metrics["classifier"]["test_accuracy"] >= 0.85                 # 0.872
     assert metrics["inversion"]["target_accuracy"] >= 0.98                # 1.000
@@ -51,7 +48,7 @@ def test_quick_run_on_real_fashion_mnist(tmp_path):
 
 
 def test_quick_run_on_real_mnist(tmp_path):
-    metrics = quick("mnist_inversion", data_dir(tmp_path, SHARED, "MNIST", unpack=False), tmp_path / "out")
+    metrics = quick("mnist_inversion", data_dir(tmp_path, SHARED, "MNIST"), tmp_path / "out")
     assert metrics["fake_data"] is False
     assert metrics["classifier"]["test_accuracy"] >= 0.97                 # 0.985
     assert metrics["inversion"]["target_accuracy"] >= 0.98                # 0.998
