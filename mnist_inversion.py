@@ -46,10 +46,10 @@ DEFAULTS = dict(                                                 # this dataset'
     augment=True, train_subset=0,                                # f's data: shifts (and flips); all of it
     generator_steps=3000, batch_size=256, lr=2e-3, latent_dim=64, hidden=64, width=128, dropout=0.3,
     alpha=1.0, beta=5.0, gamma=1.0,                              # L_inv's weights (not in the paper)
-    robust_eps=0.05, stats=1.0, tv=0.0,                          # Sec. 3 in our form; two priors
+    robust_eps=0.05, stats=1.0, tv=5.0,                          # Sec. 3 in our form; two priors
     margin=1.0, log_every=100, eval_per_class=100, distill_steps=2000)
 QUICK = dict(classifier_epochs=2, augment=False, train_subset=30000, classifier_batch_size=128,
-             generator_steps=600, batch_size=64, width=64, log_every=50,
+             generator_steps=600, batch_size=64, width=64, tv=0.0, log_every=50,
              eval_per_class=50, distill_steps=300)               # --quick: a laptop CPU
 
 # [same in all four scripts: flags]

@@ -146,7 +146,9 @@ def test_quick_presets_only_the_flags_not_given_on_the_command_line():
     assert fashion.parse_args(["--quick", "--tv", "5"]).tv == 5.0   # given equal to the default
     args = fashion.parse_args(["--quick", "--batch-size", "256", "--augment"])
     assert (args.batch_size, args.augment, args.width) == (256, True, fashion.QUICK["width"])
-    assert load_script("mnist_inversion").parse_args([]).tv == 0.0
+    mnist = load_script("mnist_inversion")
+    assert (mnist.parse_args([]).tv, mnist.parse_args(["--quick"]).tv) == (5.0, 0.0)   # the same for MNIST
+    assert load_script("cifar10_inversion").parse_args([]).tv == 0.0
     paper = fashion.parse_args(["--paper", "--gamma", "2"])     # the paper's loss, gamma as given
     assert (paper.alpha, paper.beta, paper.gamma, paper.robust_eps, paper.stats, paper.tv) == (1, 1, 2, 0, 0, 0)
 

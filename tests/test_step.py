@@ -53,7 +53,7 @@ def test_robust_and_prior_terms_also_leave_the_classifier_alone():
 def test_step_gradient_equals_the_gradient_of_the_paper_loss():
     torch.manual_seed(0)
     mod, args, f, stats, G, opt = make("mnist_inversion", alpha=0.7, beta=1.3, gamma=2.0,
-                                       **{"robust-eps": 0, "stats": 0})
+                                       **{"robust-eps": 0, "stats": 0, "tv": 0})
     G.eval()                                             # no dropout: same x twice
     torch.manual_seed(5)
     mod.inversion_step(G, f, torch.optim.SGD(G.parameters(), lr=0.0), args, stats, torch.device("cpu"))
