@@ -58,6 +58,20 @@ def test_svhn_mat_files_map_label_10_to_digit_0(tmp_path, no_download, monkeypat
     check(data, (x_tr, y_tr, x_te, y_te))
 
 
+def test_svhn_mat_files_that_torchvision_refuses_are_read_by_hand(tmp_path, no_download):
+    x_tr, y_tr, x_te, y_te = formats.write_svhn_dataset(tmp_path)     # not the published bytes: refused
+    data = load("svhn_inversion", tmp_path)
+    assert 0 in data["y_train"].tolist() and 10 not in data["y_train"].tolist()
+    check(data, (x_tr, y_tr, x_te, y_te))
+
+
+def test_an_unreadable_svhn_mat_file_is_a_clear_error(tmp_path, no_download):
+    formats.write_svhn_dataset(tmp_path)
+    (tmp_path / "test_32x32.mat").write_bytes(b"MATLAB 5.0 MAT-file, truncated")
+    with pytest.raises(common.UserError, match="test_32x32.mat is not a readable SVHN .mat file"):
+        load("svhn_inversion", tmp_path)
+
+
 def test_a_truncated_idx_file_is_a_clear_error(tmp_path, no_download):
     formats.write_idx_dataset(tmp_path, "MNIST")
     path = tmp_path / "MNIST" / "raw" / "train-images-idx3-ubyte"

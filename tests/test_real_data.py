@@ -1,30 +1,40 @@
 """--quick on the CPU with real data, as a user would run it: Fashion-MNIST from Debian's
 dataset-fashion-mnist, and MNIST from ../shared/data/mnist (exact images and labels, but gzip
 bytes other than the published ones, so torchvision's md5 check would refuse the .gz files:
-both are unpacked here).  In CI (CI set) missing data is a failure; elsewhere the test is skipped.
+both are unpacked here).  SVHN: the real .mat files that ../shared/data/make_data.py writes (8,000
++ 2,000 digits of SVHN's official test set) are read whole and run with --dry-run.  In CI (CI
+set) missing data is a failure; elsewhere the test is skipped.
 
 The bounds leave room for seeds and for another CPU's arithmetic, which changes a run about as
 much as another seed does; the measured values are in the comments (development CPU, seed 0)."""
 import gzip
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from conftest import ROOT, load_script
 
 DEBIAN = Path("/usr/share/datasets/fashion-mnist")
 SHARED = ROOT.parent / "shared" / "data" / "mnist"
+MAKE_DATA = ROOT.parent / "shared" / "data" / "make_data.py"
 FILES = ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
          "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"]
 
 
+def missing(source):
+    if os.environ.get("CI"):
+        pytest.fail(f"CI must provide {source} (see .ci/run and docs/contributing.md)")
+    pytest.skip(f"{source} is not on this machine")
+
+
 def data_dir(tmp_path, source, folder):
     if not all((source / f).exists() for f in FILES):
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must provide {source} (see .ci/run and docs/contributing.md)")
-        pytest.skip(f"{source} is not on this machine")
+        missing(source)
     raw = tmp_path / "data" / folder / "raw"
     raw.mkdir(parents=True)
     for f in FILES:
@@ -56,3 +66,20 @@ def test_quick_run_on_real_mnist(tmp_path):
     assert metrics["inversion"]["diversity_ratio"] >= 0.5                 # 0.759
     assert metrics["distillation"]["from_generator"] >= 0.8               # 0.908 (0.945)
     assert metrics["inversion"]["pieces"]["real_one_piece"] > 0.95        # 0.984: the metric sees whole digits
+
+
+def test_real_svhn_files_are_read_whole_and_run(tmp_path):
+    if not (MAKE_DATA.parent / "svhn_test10k.npz").exists():
+        missing(MAKE_DATA.parent / "svhn_test10k.npz")
+    subprocess.run([sys.executable, str(MAKE_DATA), "--out", str(tmp_path / "data"), "--only", "svhn"],
+                   check=True, capture_output=True, timeout=300)
+    mod = load_script("svhn_inversion")
+    args = mod.parse_args(["--data-dir", str(tmp_path / "data"), "--device", "cpu"])
+    data = mod.load_data(args, torch.device("cpu"))                    # torchvision refuses them: by hand
+    assert data["x_train"].shape == (8000, 3, 32, 32) and data["x_test"].shape == (2000, 3, 32, 32)
+    counts = torch.bincount(torch.cat([data["y_train"], data["y_test"]]), minlength=10).tolist()
+    assert counts == [684, 1968, 1590, 1104, 964, 909, 773, 767, 621, 620]   # make_data.py's docstring
+    assert 0.3 < data["x_train"].mean() < 0.6 and data["x_train"].std() > 0.1   # photographs, not noise
+    metrics = mod.main(["--dry-run", "--device", "cpu", "--data-dir", str(tmp_path / "data"),
+                        "--out-dir", str(tmp_path / "out")])
+    assert metrics["fake_data"] is False and (tmp_path / "out" / "samples.png").exists()
