@@ -52,11 +52,13 @@ DEFAULTS = dict(                                                 # this dataset'
 QUICK = dict(classifier_epochs=2, augment=False, train_subset=15000, classifier_batch_size=128,
              classifier_width=24, generator_steps=400, batch_size=32, width=64, log_every=50,
              eval_per_class=40, distill_steps=80)                # --quick: under 5 min on 2 CPU cores
+MEDIUM = dict(classifier_epochs=10, classifier_batch_size=256, classifier_width=32, generator_steps=1500,
+              batch_size=64, view_shift=2, upsample="resize", log_every=100, distill_steps=500)   # 45 min, 2 cores
 
 # [same in all four scripts: flags]
 def parse_args(argv=None):
-    """The flags of common.FLAGS with this dataset's DEFAULTS (and QUICK for --quick)."""
-    return common.parse_args(argv, __doc__.split("\n\n")[0], DATASET, DEFAULTS, QUICK)
+    """The flags of common.FLAGS with this dataset's DEFAULTS (QUICK for --quick, MEDIUM for --medium)."""
+    return common.parse_args(argv, __doc__.split("\n\n")[0], DATASET, DEFAULTS, dict(quick=QUICK, medium=MEDIUM))
 # [end]
 
 
@@ -136,7 +138,7 @@ def train_classifier(f, data, args):
             with common.autocast(x.device, args.amp):
                 loss = F.cross_entropy(f(xb), y[idx])
                 if args.classifier_adv_eps > 0:                  # beyond the paper: a robust f
-                    x_adv = common.worst_case(f, xb, y[idx], args.classifier_adv_eps).detach()
+                    x_adv = common.worst_case(f, xb, y[idx], args.classifier_adv_eps, random_start=True).detach()
                     loss = (loss + F.cross_entropy(f(x_adv), y[idx])) / 2
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -179,7 +181,7 @@ def build_generator(args):
     """p --Linear--> ++ z --> n x n (stage 1) --> ++ H --> image size (stage 2); common.Generator."""
     return common.Generator(channels=SHAPE[0], image_size=SHAPE[1], n_classes=len(CLASSES),
                             latent_dim=args.latent_dim, hidden=args.hidden, width=args.width,
-                            dropout=args.dropout, conditioning=args.conditioning)
+                            dropout=args.dropout, conditioning=args.conditioning, upsample=args.upsample)
 # [end]
 
 
@@ -194,14 +196,17 @@ def inversion_step(G, f, opt, args, stats, device):
     p, y, H = common.sample_conditioning(N, n, device)          # p = softmax(v), y = argmax p, H
     with common.autocast(device, args.amp):
         x = G(z, p, H)                                           # x = G(z, p, H)   (N, C, H, W)
-        phi, acts = common.activations(f.features, x)           # phi(x), the features of L_cos
+        seen = common.augment(x, FLIP, args.view_shift) if args.view_shift else x   # beyond the paper
+        phi, acts, bn = common.activations(f.features, seen)    # phi(x), the features of L_cos
         logits = f.head(phi)                                     # f(x); Q = softmax(f(x))
         L_inv, terms = common.inversion_loss(logits, phi, p, y, args.alpha, args.beta, args.gamma)
         loss = L_inv                                             # alpha KL + beta CE + gamma L_cos
         if args.robust_eps > 0:                                  # Sec. 3: perturbed x keeps label y
-            loss = loss + common.robust_term(f, x, y, args.robust_eps)
+            loss = loss + common.robust_term(f, seen, y, args.robust_eps)
         if args.stats > 0:                                       # beyond the paper: f's statistics
             loss = loss + args.stats * common.stats_term(acts, stats, y)
+        if args.bn_stats > 0:                                    # beyond the paper: DeepInversion's
+            loss = loss + args.bn_stats * common.bn_term(bn)
         if args.tv > 0:                                          # beyond the paper: smoothness
             loss = loss + args.tv * common.tv_term(x)
     opt.zero_grad(set_to_none=True)
@@ -305,7 +310,7 @@ def save_samples(Gs, args, out, device):
 def run(argv=None):
     """The whole run.  Returns what metrics.json holds (None when measure.py is not beside this file)."""
     args = parse_args(argv)
-    device, out = common.setup(args, QUICK)
+    device, out = common.setup(args, dict(quick=QUICK, medium=MEDIUM))
     t = [time.time()]
     data = load_data(args, device)                                           # 2. data
     t.append(time.time())

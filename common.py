@@ -52,12 +52,15 @@ def conditioning_for_labels(y: torch.Tensor, n: int, intensity=None, v=None):
 # ==== Section 2: the generator G(z, p, H) ==========================================================
 class UpBlock(nn.Sequential):
     """Up-convolution (C_in, s, s) -> (C_out, size, size): a transposed convolution (kernel 4,
-    stride 2 when size = 2s; else stride 1, kernel size - s + 1), batch norm, LeakyReLU, dropout."""
+    stride 2 when size = 2s; else stride 1, kernel size - s + 1), batch norm, LeakyReLU, dropout.
+    resize (beyond the paper): a doubling is nearest-neighbour resizing, then a 3x3 convolution,
+    which leaves no checkerboard (Odena et al. 2016)."""
 
-    def __init__(self, c_in, c_out, s_in, size, dropout):
+    def __init__(self, c_in, c_out, s_in, size, dropout, resize=False):
         k, stride, pad = (4, 2, 1) if size == 2 * s_in else (size - s_in + 1, 1, 0)
-        layers = [nn.ConvTranspose2d(c_in, c_out, k, stride, pad, bias=False),
-                  nn.BatchNorm2d(c_out), nn.LeakyReLU(0.2)]      # the bias is batch norm's
+        up = ([nn.Upsample(scale_factor=2), nn.Conv2d(c_in, c_out, 3, padding=1, bias=False)] if resize and stride == 2
+              else [nn.ConvTranspose2d(c_in, c_out, k, stride, pad, bias=False)])
+        layers = [*up, nn.BatchNorm2d(c_out), nn.LeakyReLU(0.2)]  # the bias is batch norm's
         if dropout > 0:
             layers.append(nn.Dropout2d(dropout))                 # the paper's "heavy dropout"
         super().__init__(*layers)
@@ -70,10 +73,10 @@ class Generator(nn.Module):
              ++ H (N, 1, n, n) --stage 2: two UpBlocks--> (N, width/4, S, S)
              --3x3 conv, sigmoid--> x (N, C, S, S) in [0, 1]
     conditioning: "vector-matrix" (the paper's), "vector" (no H), or "label" (an embedding of y
-    and no H: the baseline the paper calls ineffective)."""
+    and no H: the baseline the paper calls ineffective).  upsample: "transposed" (the paper's) or "resize"."""
 
     def __init__(self, channels=1, image_size=28, n_classes=10, latent_dim=64, hidden=64,
-                 width=128, dropout=0.3, conditioning="vector-matrix"):
+                 width=128, dropout=0.3, conditioning="vector-matrix", upsample="transposed"):
         super().__init__()
         self.n, self.latent_dim, self.conditioning = n_classes, latent_dim, conditioning
         self.image_shape = (channels, image_size, image_size)
@@ -84,8 +87,8 @@ class Generator(nn.Module):
             nn.BatchNorm2d(width), nn.LeakyReLU(0.2))
         h_channels = 1 if conditioning == "vector-matrix" else 0
         self.stage2 = nn.Sequential(                             # (width+1, n, n) -> (width/4, S, S)
-            UpBlock(width + h_channels, width // 2, n, half, dropout),
-            UpBlock(width // 2, width // 4, half, image_size, dropout))
+            UpBlock(width + h_channels, width // 2, n, half, dropout, upsample == "resize"),
+            UpBlock(width // 2, width // 4, half, image_size, dropout, upsample == "resize"))
         self.to_image = nn.Conv2d(width // 4, channels, 3, padding=1)
 
     def forward(self, z, p, H):
@@ -145,13 +148,17 @@ def inversion_loss(logits, phi, p, y, alpha, beta, gamma):
 
 
 # ==== Section 3: robust inversion ==================================================================
-def worst_case(f, x, y, eps):
+def worst_case(f, x, y, eps, random_start=False):
     """x moved to the first-order worst case for label y within the L-inf ball of radius eps: one
-    signed-gradient step of CE(f(x), y) (FGSM), clipped to [0, 1].  Gradients still reach x."""
-    x_req = x.detach().requires_grad_(True)
+    signed-gradient step of CE(f(x), y) (FGSM), clipped to [0, 1].  Gradients still reach x.
+    random_start: from a uniform point in the ball, a step of 1.25 eps, projected back into the
+    ball (Wong et al. 2020: plain FGSM training lets f mask its own gradient)."""
+    x0 = x + eps * (2 * torch.rand_like(x) - 1) if random_start else x
+    x_req = x0.detach().requires_grad_(True)
     with torch.enable_grad():
         grad, = torch.autograd.grad(F.cross_entropy(f(x_req), y), x_req)
-    return (x + eps * grad.sign()).clamp(0, 1)
+    step = (x0 + (1.25 if random_start else 1.0) * eps * grad.sign()).detach() - x.detach()
+    return (x + step.clamp(-eps, eps)).clamp(0, 1)
 
 
 def robust_term(f, x, y, eps):
@@ -161,13 +168,16 @@ def robust_term(f, x, y, eps):
 
 # ==== Beyond the paper: image priors (each an option of the scripts; see the README) ===============
 def activations(features: nn.Sequential, x):
-    """Run f's feature layers on x: (phi(x), [output of every LeakyReLU / ReLU, in order])."""
-    acts = []
+    """Run f's feature layers on x: (phi(x), [output of every LeakyReLU / ReLU, in order],
+    [(input, layer) of every batch-norm layer])."""
+    acts, bn = [], []
     for layer in features:
+        if isinstance(layer, nn.BatchNorm2d):
+            bn.append((x, layer))
         x = layer(x)
         if isinstance(layer, (nn.LeakyReLU, nn.ReLU)):
             acts.append(x)
-    return x, acts
+    return x, acts, bn
 
 
 def channel_moments(a):
@@ -181,7 +191,7 @@ def feature_statistics(f, x_train, y_train, n, batch=2000):
     images of each label 0..n-1: [(mu (n, C), var (n, C)) per layer].  For stats_term."""
     sums = None
     for xb, yb in zip(x_train.split(batch), y_train.split(batch)):
-        _, acts = activations(f.features, xb)
+        _, acts, _ = activations(f.features, xb)
         add = [[torch.zeros(n, m.shape[1], device=m.device).index_add_(0, yb, m) for m in channel_moments(a)]
                for a in acts]
         sums = add if sums is None else [[s + a for s, a in zip(S, A)] for S, A in zip(sums, add)]
@@ -202,6 +212,20 @@ def stats_term(acts, stats, y):
         dist = (mean - mu).norm(dim=1) + (v - var).norm(dim=1)   # (classes,)
         present = (count[:, 0] > 0).float()
         total = total + (dist * present).sum() / present.sum()
+    return total
+
+
+def bn_term(bn):
+    """DeepInversion's prior (Yin et al. 2020): over f's batch-norm layers, ||batch mean - running
+    mean|| + ||batch variance - running variance|| of each layer's input (float32, as under --amp)."""
+    if not bn:
+        raise UserError("--bn-stats needs batch norm in f, and this dataset's f has none; use --stats")
+    total = 0.0
+    with torch.autocast(bn[0][0].device.type, enabled=False):
+        for a, layer in bn:
+            a = a.float()
+            mean, var = a.mean((0, 2, 3)), a.var((0, 2, 3), unbiased=False)
+            total = total + (mean - layer.running_mean).norm() + (var - layer.running_var).norm()
     return total
 
 
@@ -271,7 +295,8 @@ NUMBER = checked(float, math.isfinite, "a finite number")
 WEIGHT = checked(float, lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0")
 MARGIN = checked(lambda t: None if t == "natural" else float(t),          # None: the draw's own
                  lambda v: v is None or (math.isfinite(v) and v >= 0), "'natural' or a number >= 0")
-PAPER = dict(alpha=1.0, beta=1.0, gamma=1.0, robust_eps=0.0, stats=0.0, tv=0.0)   # --paper
+PAPER = dict(alpha=1.0, beta=1.0, gamma=1.0, robust_eps=0.0, stats=0.0, tv=0.0, bn_stats=0.0, view_shift=0,
+             upsample="transposed")                             # --paper
 FLAGS = {  # group: [(flag, type, or choices, or bool for a switch, help)]
     "the paper (Sec. 2): f, G and L_inv": [
         ("--classifier-epochs", POSITIVE, None), ("--classifier-batch-size", POSITIVE, None),
@@ -283,17 +308,22 @@ FLAGS = {  # group: [(flag, type, or choices, or bool for a switch, help)]
         ("--conditioning", ["vector-matrix", "vector", "label"], "G is told p and H (the paper's), p, or y"),
         ("--alpha", NUMBER, "weight of L_KL"), ("--beta", NUMBER, "weight of L_CE"),
         ("--gamma", NUMBER, "weight of L_cos"), ("--num-generators", POSITIVE, "K generators: Fig. 2's columns"),
-        ("--paper", bool, "the paper's loss alone: " + ", ".join(f"{k}={v:g}" for k, v in PAPER.items()))],
+        ("--paper", bool, "the paper's loss alone: " + ", ".join(f"{k}={v}" for k, v in PAPER.items()))],
     "beyond the paper (0 switches a term off)": [
         ("--robust-eps", WEIGHT, "Sec. 3 in our form: L-inf radius of perturbations that must keep y"),
         ("--stats", WEIGHT, "weight of the feature-statistics prior"), ("--tv", WEIGHT, "weight of total variation"),
         ("--margin", MARGIN, "sampling: v_y = largest other v + M (the arg-max intensity), or 'natural'"),
         ("--augment", argparse.BooleanOptionalAction, "shifts (and flips where FLIP) when training f"),
-        ("--classifier-adv-eps", WEIGHT, "adversarial training of f: FGSM L-inf radius")],
+        ("--classifier-adv-eps", WEIGHT, "adversarial training of f: L-inf radius (FGSM, random start)"),
+        ("--bn-stats", WEIGHT, "weight of DeepInversion's prior on f's batch-norm statistics"),
+        ("--view-shift", COUNT, "f sees G's images shifted by up to this many pixels (and flipped where FLIP)"),
+        ("--upsample", ["transposed", "resize"], "G's doublings: transposed convolution, or resize + conv")],
     "running": [
         ("--data-dir", str, None), ("--out-dir", str, None), ("--seed", int, None),
         ("--device", ["auto", "cuda", "mps", "cpu"], "auto: cuda, else mps, else cpu"),
-        ("--quick", bool, "a preset for a laptop CPU"), ("--dry-run", bool, "a few steps per phase, all files"),
+        ("--quick", bool, "a preview for a laptop CPU (5 minutes)"),
+        ("--medium", bool, "a preset for a laptop CPU (45 minutes): the best result it buys"),
+        ("--dry-run", bool, "a few steps per phase, all files"),
         ("--fake-data", bool, "synthetic data shaped like the dataset"), ("--resume", bool, "continue G"),
         ("--retrain", bool, "train f (and judge) again"), ("--train-subset", COUNT, "first K images (0: all)"),
         ("--log-every", POSITIVE, "steps between loss lines"), ("--checkpoint-every", POSITIVE, None),
@@ -301,7 +331,8 @@ FLAGS = {  # group: [(flag, type, or choices, or bool for a switch, help)]
         ("--distill-steps", COUNT, "measure.py: steps of each distillation student"),
         ("--cuda-graph", argparse.BooleanOptionalAction, "on CUDA, G's step as one replayed CUDA graph")]}
 RUNNING = dict(data_dir="./data", device="auto", seed=0, checkpoint_every=500, cuda_graph=True,
-               conditioning="vector-matrix", num_generators=1, classifier_adv_eps=0.0)   # all scripts'
+               conditioning="vector-matrix", num_generators=1, classifier_adv_eps=0.0,    # all scripts'
+               bn_stats=0.0, view_shift=0, upsample="transposed")
 
 
 def one_line_errors(ap):
@@ -310,8 +341,8 @@ def one_line_errors(ap):
     return ap
 
 
-def parse_args(argv, description, dataset, defaults, quick):
-    """FLAGS with this script's defaults; --quick and --paper set only flags not given."""
+def parse_args(argv, description, dataset, defaults, presets):
+    """FLAGS with this script's defaults; --quick, --medium (presets) and --paper set only flags not given."""
     ap = one_line_errors(argparse.ArgumentParser(description=description,
                                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter))
     D = {**RUNNING, **defaults, "out_dir": f"runs/{dataset}"}
@@ -324,11 +355,14 @@ def parse_args(argv, description, dataset, defaults, quick):
             add(flag, **how, **({} if kind is bool else {"default": D[key]}), help=text)
     args, unset = ap.parse_args(argv), object()
     given = ap.parse_args(argv, argparse.Namespace(**{a.dest: unset for a in ap._actions}))
-    for on, preset in ((args.quick, quick), (args.paper, PAPER)):
+    if args.quick and args.medium:
+        ap.error("--quick and --medium are two presets; pick one")
+    for name, preset in (*presets.items(), ("paper", PAPER)):
         for key, value in preset.items():
-            if on and getattr(given, key) is unset:
+            if getattr(args, name) and getattr(given, key) is unset:
                 setattr(args, key, value)
-    args.out_dir += "-quick" if args.quick and given.out_dir is unset else ""   # beside the full run
+        if getattr(args, name) and name in presets and given.out_dir is unset:
+            args.out_dir += f"-{name}"                           # runs/<dataset>-quick, beside the full run
     if args.dry_run:
         args.classifier_epochs, args.generator_steps = 1, min(args.generator_steps, 4)
         args.train_subset, args.batch_size = args.train_subset or 512, min(args.batch_size, 32)
@@ -339,7 +373,7 @@ def parse_args(argv, description, dataset, defaults, quick):
 
 
 # ==== Plumbing: device, seed, memory layout, mixed precision =======================================
-def setup(args, quick):
+def setup(args, presets):
     """The device (printed), the seed, a writable --out-dir."""
     name = args.device
     if name == "auto":
@@ -351,11 +385,12 @@ def setup(args, quick):
     print(f"device: {name}" + (f" ({torch.cuda.get_device_name()})" if name == "cuda" else ""))
     if name == "cuda":                                           # TF32 matmuls, tuned convolutions
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = torch.backends.cudnn.benchmark = True
-    for flag, preset in (("quick", quick), ("paper", PAPER)):
+    for flag, preset in (*presets.items(), ("paper", PAPER)):
         if getattr(args, flag):
             print(f"--{flag}: " + ", ".join(f"{k}={getattr(args, k)}" for k in preset))
-    if name == "cpu" and not (args.quick or args.dry_run):
-        print("note: a CPU runs the GPU-sized defaults (the ETAs below say how long). Add --quick for minutes.")
+    if name == "cpu" and not (args.quick or args.medium or args.dry_run):
+        print("note: a CPU runs the GPU-sized defaults (the ETAs below say how long). "
+              "Add --quick for a 5-minute preview, --medium for 45 minutes.")
     torch.manual_seed(args.seed)                                 # also seeds CUDA
     try:                                                         # a writable --out-dir
         Path(args.out_dir).mkdir(parents=True, exist_ok=True)
@@ -385,7 +420,8 @@ def architecture(model: nn.Module) -> str:
 def f_training(args) -> dict:
     """How f (and the judge) were trained: a cached one is reused only if trained the same way."""
     return {k: getattr(args, k) for k in ("fake_data", "classifier_epochs", "classifier_batch_size",
-                                          "classifier_lr", "augment", "train_subset", "classifier_adv_eps")}
+                                          "classifier_lr", "augment", "train_subset", "classifier_adv_eps")
+            } | ({"adversarial": "fgsm, random start"} if args.classifier_adv_eps else {})
 
 
 # ==== Plumbing: --cuda-graph around the scripts' inversion step (G's Adam: capturable=True) =========

@@ -379,12 +379,18 @@ def report(spec, out, args, data, f, f_accuracy, Gs, x, y, history, seconds, t_s
     judge, judge_accuracy, seconds["judge"] = trained_judge(spec, data, args, out, device)
     for G in Gs:
         common.sampling_mode(G)
-    inversion = inversion_metrics(x, y, f, judge, data, n)
-    figures(spec, out, Gs, x, y, data, history, args.seed)
-    by_margin = {("natural" if m is None else f"{m:g}"): margin_scores(Gs[0], f, judge, data, n, m, args.eval_per_class)
-                 for m in MARGINS}
-    distilled = distillation(spec, Gs, f, data, args, device) if args.distill_steps else {}
-    seconds.update(measure=time.time() - t0 - seconds["judge"], total=time.time() - t_start)
+    parts, t = {}, time.time()                                   # seconds of each part of the measuring
+
+    def timed(name, value):
+        nonlocal t
+        parts[name], t = time.time() - t, time.time()
+        return value
+    inversion = timed("metrics", inversion_metrics(x, y, f, judge, data, n))
+    timed("figures", figures(spec, out, Gs, x, y, data, history, args.seed))
+    by_margin = timed("margins", {("natural" if m is None else f"{m:g}"):
+                                  margin_scores(Gs[0], f, judge, data, n, m, args.eval_per_class) for m in MARGINS})
+    distilled = timed("distillation", distillation(spec, Gs, f, data, args, device) if args.distill_steps else {})
+    seconds.update(measure=time.time() - t0 - seconds["judge"], measure_parts=parts, total=time.time() - t_start)
     metrics = {"dataset": spec["dataset"], "fake_data": args.fake_data,
                "device": str(device) + (f" ({torch.cuda.get_device_name()})" if device.type == "cuda" else ""),
                "classifier": {"test_accuracy": f_accuracy}, "judge": {"test_accuracy": judge_accuracy},

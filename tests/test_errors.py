@@ -37,6 +37,9 @@ def one_line_error(stderr, *words):
     ("--batch-size", "many", ["--batch-size"]),
     ("--margin", "wide", ["--margin", "natural"]),
     ("--margin", "-1", ["--margin", "natural"]),
+    ("--quick", "--medium", ["--quick and --medium", "pick one"]),
+    ("--upsample", "bilinear", ["--upsample", "invalid choice"]),
+    ("--view-shift", "-2", ["--view-shift", "zero or a positive integer"]),
 ])
 def test_bad_flag_values(flag, value, words):
     code, out, err = run_cli("--fake-data", flag, value, timeout=60)

@@ -18,6 +18,16 @@ def test_generator_output_shape_and_range(shape, conditioning):
     assert G.image_shape == shape
 
 
+@pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32)])
+def test_resize_upsampling_has_no_strided_transposed_convolution(shape):
+    C, S, _ = shape
+    G = common.Generator(channels=C, image_size=S, latent_dim=8, hidden=8, width=16, upsample="resize")
+    strided = [m for m in G.modules() if isinstance(m, torch.nn.ConvTranspose2d) and m.stride != (1, 1)]
+    assert not strided and any(isinstance(m, torch.nn.Upsample) for m in G.modules())
+    p, y, H = common.sample_conditioning(3, 10, "cpu")
+    assert G(torch.randn(3, 8), p, H).shape == (3, C, S, S)
+
+
 def test_generator_depends_on_p_and_on_H():
     torch.manual_seed(0)
     G = common.Generator(latent_dim=8, hidden=8, width=16, dropout=0.0).eval()

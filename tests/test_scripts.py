@@ -149,6 +149,10 @@ def test_quick_presets_only_the_flags_not_given_on_the_command_line():
     mnist = load_script("mnist_inversion")
     assert (mnist.parse_args([]).tv, mnist.parse_args(["--quick"]).tv) == (5.0, 0.0)   # the same for MNIST
     assert load_script("cifar10_inversion").parse_args([]).tv == 0.0
+    cifar = load_script("cifar10_inversion")
+    medium = cifar.parse_args(["--medium", "--generator-steps", "7"])
+    assert (medium.generator_steps, medium.out_dir) == (7, "runs/CIFAR10-medium")
+    assert all(getattr(medium, k) == v for k, v in cifar.MEDIUM.items() if k != "generator_steps")
     paper = fashion.parse_args(["--paper", "--gamma", "2"])     # the paper's loss, gamma as given
     assert (paper.alpha, paper.beta, paper.gamma, paper.robust_eps, paper.stats, paper.tv) == (1, 1, 2, 0, 0, 0)
 

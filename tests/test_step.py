@@ -1,4 +1,5 @@
 """One inversion step: G's weights move, the frozen classifier's do not and get no gradient."""
+import pytest
 import torch
 
 import common
@@ -48,6 +49,34 @@ def test_one_step_trains_the_generator_only_32px():
 def test_robust_and_prior_terms_also_leave_the_classifier_alone():
     terms = check_one_step("mnist_inversion", **{"robust-eps": 0.1, "tv": 0.5, "stats": 0.1})
     assert terms["extra"] > 0
+
+
+def test_the_colour_levers_train_the_generator_only():
+    terms = check_one_step("cifar10_inversion", **{"view-shift": 2, "bn-stats": 0.1, "upsample": "resize",
+                                                   "robust-eps": 0, "stats": 0})
+    assert terms["extra"] > 0                            # the batch-norm prior alone
+
+
+def test_bn_term_is_zero_at_the_running_statistics_and_matches_the_formula():
+    torch.manual_seed(0)
+    f = load_script("cifar10_inversion").Classifier(10, width=8).eval().requires_grad_(False)
+    x = torch.rand(16, 3, 32, 32)
+    _, _, bn = common.activations(f.features, x)
+    assert len(bn) == 6 and all(isinstance(layer, torch.nn.BatchNorm2d) for _, layer in bn)
+    expected = sum((reference_moments(a)[0] - layer.running_mean).norm() +
+                   (reference_moments(a)[1] - layer.running_var).norm() for a, layer in bn)
+    assert torch.allclose(common.bn_term(bn), expected, rtol=1e-5)
+    for a, layer in bn:                                  # running statistics set to this batch's
+        layer.running_mean.copy_(reference_moments(a)[0])
+        layer.running_var.copy_(reference_moments(a)[1])
+    assert common.bn_term(bn) < 1e-4
+
+
+def test_bn_stats_on_a_classifier_without_batch_norm_is_a_clear_error():
+    f = load_script("mnist_inversion").Classifier(10).eval()
+    _, _, bn = common.activations(f.features, torch.rand(2, 1, 28, 28))
+    with pytest.raises(common.UserError, match="--bn-stats needs batch norm"):
+        common.bn_term(bn)
 
 
 def test_step_gradient_equals_the_gradient_of_the_paper_loss():
@@ -101,13 +130,13 @@ def test_stats_term_is_zero_at_the_data_statistics_and_grows_away_from_them():
     f = mod.Classifier(10).eval().requires_grad_(False)
     x, everyone = torch.rand(64, 1, 28, 28), torch.zeros(64, dtype=torch.long)     # one group: all
     stats = common.feature_statistics(f, x, everyone, 1, batch=16)   # chunked sums equal one pass
-    _, acts = common.activations(f.features, x)
+    _, acts, _ = common.activations(f.features, x)
     for (mu, var), a in zip(stats, acts):
         m, v = reference_moments(a)
         assert mu.shape == (1, a.shape[1])
         assert torch.allclose(mu[0], m, atol=1e-5) and torch.allclose(var[0], v, atol=1e-5)
     assert common.stats_term(acts, stats, everyone) < 1e-3
-    _, far = common.activations(f.features, x * 0.2)
+    _, far, _ = common.activations(f.features, x * 0.2)
     assert common.stats_term(far, stats, everyone) > 0.01
 
 
@@ -118,7 +147,7 @@ def test_per_class_statistics_match_each_class_computed_alone():
     y = torch.arange(3).repeat(20)                            # classes 0, 1, 2; none of 3
     x = torch.rand(60, 1, 28, 28) * (1 + y.view(-1, 1, 1, 1))  # classes differ in brightness
     stats = common.feature_statistics(f, x, y, n=4, batch=7)
-    _, acts = common.activations(f.features, x)
+    _, acts, _ = common.activations(f.features, x)
     for (mu, var), a in zip(stats, acts):
         assert mu.shape == var.shape == (4, a.shape[1])
         for c in range(3):
@@ -128,7 +157,7 @@ def test_per_class_statistics_match_each_class_computed_alone():
     assert common.stats_term(acts, stats, y) < 1e-3
     assert common.stats_term(acts, stats, (y + 1) % 3) > 0.1
     # the term averages over the classes present: one class alone gives its own distance
-    _, acts0 = common.activations(f.features, x[y == 0] * 0.5)
+    _, acts0, _ = common.activations(f.features, x[y == 0] * 0.5)
     one = common.stats_term(acts0, stats, torch.zeros(20, dtype=torch.long))
     expected = sum((reference_moments(a)[0] - mu[0]).norm() + (reference_moments(a)[1] - var[0]).norm()
                    for a, (mu, var) in zip(acts0, stats))
@@ -145,3 +174,14 @@ def test_worst_case_stays_in_the_ball_raises_the_loss_and_leaves_f_alone():
     assert all(p.grad is None for p in f.parameters())
     ce = torch.nn.functional.cross_entropy
     assert ce(f(x_adv), y) > ce(f(x), y)
+
+
+def test_worst_case_from_a_random_start_stays_in_the_ball_and_differs_from_fgsm():
+    torch.manual_seed(0)
+    f = load_script("fashion_inversion").Classifier(10).eval()
+    x, y = torch.rand(32, 1, 28, 28), torch.randint(0, 10, (32,))
+    x_rs = common.worst_case(f, x, y, 0.1, random_start=True)
+    assert (x_rs - x).abs().max() <= 0.1 + 1e-6 and x_rs.min() >= 0 and x_rs.max() <= 1
+    assert not torch.equal(x_rs, common.worst_case(f, x, y, 0.1))
+    ce = torch.nn.functional.cross_entropy
+    assert ce(f(x_rs), y) > ce(f(x), y)

@@ -32,7 +32,7 @@ print(f"  {sys.argv[1]}: f {m['classifier']['test_accuracy']:.4f} judge_test {m[
       f"cos {i['feature_cosine']:.3f}/{i['feature_cosine_real']:.3f} (natural: judge {nat['judge_accuracy']:.3f}) "
       f"fd {i['frechet_distance']:.2f}/{i['frechet_distance_real']:.2f} nn {i['nn_distance']:.2f} "
       f"distill {d.get('from_generator', 0):.4f}/{d.get('from_training_images', 0):.4f} "
-      f"pieces {i.get('pieces', {})} | seconds: " + " ".join(f"{k} {v:.1f}" for k, v in s.items()))
+      f"pieces {i.get('pieces', {})} | seconds: " + " ".join(f"{k} {v:.1f}" for k, v in s.items() if k != "measure_parts"))
 PY
 }
 run() {  # name script flags... : a default run on real data, from a fresh --out-dir
