@@ -193,15 +193,16 @@ def stats_term(acts, stats, y):
     """DeepInversion's batch-norm prior without batch norm: over f's activation layers, ||mean -
     mean_data|| + ||var - var_data|| of each class in the batch, averaged over classes present."""
     total = 0.0
-    for a, (mu, var) in zip(acts, stats):
-        m, sq = channel_moments(a.float())                       # (N, C) each
-        Y = F.one_hot(y, len(mu)).float()                        # (N, classes)
-        count = Y.sum(0)[:, None]
-        mean = Y.T @ m / count.clamp_min(1)                      # (classes, C)
-        v = Y.T @ sq / count.clamp_min(1) - mean.square()
-        dist = (mean - mu).norm(dim=1) + (v - var).norm(dim=1)   # (classes,)
-        present = (count[:, 0] > 0).float()
-        total = total + (dist * present).sum() / present.sum()
+    with torch.autocast(y.device.type, enabled=False):           # float32: E[a^2] - E[a]^2 magnifies bf16 rounding
+        for a, (mu, var) in zip(acts, stats):
+            m, sq = channel_moments(a.float())                   # (N, C) each
+            Y = F.one_hot(y, len(mu)).float()                    # (N, classes)
+            count = Y.sum(0)[:, None]
+            mean = Y.T @ m / count.clamp_min(1)                  # (classes, C)
+            v = Y.T @ sq / count.clamp_min(1) - mean.square()
+            dist = (mean - mu).norm(dim=1) + (v - var).norm(dim=1)   # (classes,)
+            present = (count[:, 0] > 0).float()
+            total = total + (dist * present).sum() / present.sum()
     return total
 
 
