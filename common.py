@@ -414,6 +414,14 @@ class GraphedStep:
         return self.out
 
 
+def load_optimizer(opt, state, capturable):
+    """Adam's state, saved in any mode (CPU, CUDA, the graph), loaded in this run's: load_state_dict
+    takes `capturable` from the state and moves `step` to the parameter's device only if it is set."""
+    opt.load_state_dict({**state, "param_groups": [{**g, "capturable": capturable} for g in state["param_groups"]],
+                         "state": {i: {**s, "step": torch.as_tensor(s["step"], dtype=torch.float32).cpu()}
+                                   for i, s in state["state"].items()}})
+
+
 # ==== Plumbing: data ===============================================================================
 def open_dataset(make, name, folder, files):
     """make(): torchvision's dataset, downloaded if missing; if that fails, one line on what to do."""

@@ -206,7 +206,7 @@ def train_generator(f, stats, args, out, device, k=0):
     if args.resume and path.exists():
         ckpt = common.load_checkpoint(path, "generator", signature)
         G.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
+        common.load_optimizer(opt, ckpt["optimizer"], graph)         # from any device or mode
         step, history = ckpt["step"], ckpt["history"]
         common.rng_state(device, ckpt["rng"])
         print(f"G{k}: resuming {path} from step {step}")

@@ -213,3 +213,49 @@ def test_checkpoints_are_written_atomically(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert torch.load(path, weights_only=False)["v"] == 1                  # the old file is intact
     assert [p.name for p in tmp_path.iterdir()] == ["x.pt"]                 # no temporary left
+
+
+def as_a_cuda_graph_run_saves_it(state):
+    """An Adam state_dict as a run under the CUDA graph writes it (capturable=True; each `step` a
+    float32 tensor, on the GPU there, here on the CPU as load_checkpoint maps it)."""
+    state["param_groups"] = [{**g, "capturable": True} for g in state["param_groups"]]
+    for s in state["state"].values():
+        s["step"] = s["step"].to(torch.float32)
+    return state
+
+
+def test_optimizer_state_of_any_mode_takes_this_runs_mode():
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 2)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    model(torch.randn(8, 4)).square().mean().backward()
+    opt.step()
+    saved = as_a_cuda_graph_run_saves_it(opt.state_dict())
+    here = torch.optim.Adam(model.parameters(), lr=1e-2)          # this run: a CPU, capturable=False
+    common.load_optimizer(here, saved, capturable=False)
+    assert [g["capturable"] for g in here.param_groups] == [False]
+    for s in here.state.values():
+        assert s["step"].device.type == "cpu" and s["step"].dtype == torch.float32 and s["step"].item() == 1
+    here.step()                                                  # capturable Adam would assert here
+    assert all(s["step"].item() == 2 for s in here.state.values())
+    # the other way (a CPU checkpoint under the graph): capturable, `step` on the parameter's device
+    graph = torch.optim.Adam(model.parameters(), lr=1e-2, capturable=True)
+    common.load_optimizer(graph, opt.state_dict(), capturable=True)
+    assert [g["capturable"] for g in graph.param_groups] == [True]
+    assert all(s["step"].dtype == torch.float32 and s["step"].device == p.device
+               for p, s in graph.state.items())
+
+
+def test_a_checkpoint_written_under_the_cuda_graph_resumes_on_a_cpu(tmp_path, capsys):
+    mod = load_script("mnist_inversion")
+    mod.main(FAST + ["--generator-steps", "4", "--out-dir", str(tmp_path)])
+    ckpt = torch.load(tmp_path / "generator.pt", weights_only=False)
+    ckpt["optimizer"] = as_a_cuda_graph_run_saves_it(ckpt["optimizer"])
+    torch.save(ckpt, tmp_path / "generator.pt")
+    mod.main(FAST + ["--generator-steps", "8", "--out-dir", str(tmp_path), "--resume"])
+    assert "from step 4" in capsys.readouterr().out
+    resumed = torch.load(tmp_path / "generator.pt", weights_only=False)
+    assert resumed["step"] == 8
+    assert [g["capturable"] for g in resumed["optimizer"]["param_groups"]] == [False]
+    assert all(s["step"].item() == 8 and s["step"].device.type == "cpu" for s in resumed["optimizer"]["state"].values())
+
