@@ -4,6 +4,7 @@ Sethi), in the paper's order: conditioning, the generator G(z, p, H), the invers
 would otherwise be copied four times.  The loops are in the scripts, measurement in measure.py.
 """
 import argparse
+import contextlib
 import math
 import os
 import signal
@@ -253,6 +254,20 @@ def run_main(run, argv, script):
     raise SystemExit(2)
 
 
+@contextlib.contextmanager
+def signals_held():
+    """Ctrl-C and SIGTERM wait until the block is done (only the main thread receives signals)."""
+    held, main = [], threading.current_thread() is threading.main_thread()
+    old = {s: signal.signal(s, lambda n, _: held.append(n)) for s in (signal.SIGINT, signal.SIGTERM) if main}
+    try:
+        yield
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+    if held:
+        signal.raise_signal(held[0])
+
+
 # ==== Plumbing: flags (the same in every script; the script's DEFAULTS give the values) ============
 def checked(cast, ok, what):
     """An argparse type: cast(text), refused with 'must be <what>' unless ok(value)."""
@@ -402,10 +417,11 @@ class GraphedStep:
         if self.calls <= self.warmup:                            # on a side stream, as recording needs
             side = torch.cuda.Stream()
             side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):
-                out = self.step()
-            torch.cuda.current_stream().wait_stream(side)
-            return out
+            try:
+                with torch.cuda.stream(side):
+                    return self.step()
+            finally:                                             # interrupted too: a checkpoint waits for side's writes
+                torch.cuda.current_stream().wait_stream(side)
         if self.graph is None:
             self.graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(self.graph):

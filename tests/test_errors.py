@@ -1,4 +1,5 @@
 """Bad input and interruption: one clear line, non-zero exit, no traceback, nothing lost."""
+import signal
 import subprocess
 import sys
 
@@ -258,4 +259,26 @@ def test_a_checkpoint_written_under_the_cuda_graph_resumes_on_a_cpu(tmp_path, ca
     assert resumed["step"] == 8
     assert [g["capturable"] for g in resumed["optimizer"]["param_groups"]] == [False]
     assert all(s["step"].item() == 8 and s["step"].device.type == "cpu" for s in resumed["optimizer"]["state"].values())
+
+
+def test_an_interrupt_after_a_step_saves_the_count_its_weights_hold(tmp_path, monkeypatch, capsys):
+    # Ctrl-C arriving as the third step returns, before the loop counts it: the saved step must
+    # be the number of updates in the saved weights (Adam counts them too), else a resumed run
+    # would do one update too many
+    mod = load_script("mnist_inversion")
+    real_step, calls = mod.inversion_step, []
+
+    def step_then_ctrl_c(*a):
+        calls.append(1)
+        out = real_step(*a)
+        if len(calls) == 3:
+            signal.raise_signal(signal.SIGINT)
+        return out
+    monkeypatch.setattr(mod, "inversion_step", step_then_ctrl_c)
+    with pytest.raises(SystemExit) as e:
+        mod.main(FAST + ["--generator-steps", "8", "--out-dir", str(tmp_path)])
+    assert e.value.code == 130 and "interrupted at step 3" in capsys.readouterr().err
+    saved = torch.load(tmp_path / "generator.pt", weights_only=False)
+    assert saved["step"] == 3
+    assert all(s["step"].item() == 3 for s in saved["optimizer"]["state"].values())
 
