@@ -355,9 +355,8 @@ def parse_args(argv, description, dataset, defaults, quick):
 
 
 # ==== Plumbing: device, seed, memory layout, mixed precision =======================================
-def setup(args, quick):
-    """The device (printed), the seed, a writable --out-dir."""
-    name = args.device
+def choose_device(name):
+    """--device as a torch.device, printed; on CUDA, TF32 matmuls and tuned convolutions (also benchmark.py's)."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
     elif name == "cuda" and not torch.cuda.is_available():
@@ -365,12 +364,28 @@ def setup(args, quick):
     elif name == "mps" and not torch.backends.mps.is_available():
         raise UserError("--device mps asked for, but MPS is not available; use --device cpu or auto")
     print(f"device: {name}" + (f" ({torch.cuda.get_device_name()})" if name == "cuda" else ""))
-    if name == "cuda":                                           # TF32 matmuls, tuned convolutions
+    if name == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = torch.backends.cudnn.benchmark = True
+    return torch.device(name)
+
+
+def emulated_bf16(device):
+    """A CPU's capability where bfloat16 is emulated, many times slower than float32: AVX2 and below,
+    POWER, Z (AVX512 has oneDNN's bfloat16 kernels, ARM's SVE chips BF16 instructions); else None."""
+    capability = torch.backends.cpu.get_cpu_capability()
+    return capability if device.type == "cpu" and capability not in ("AVX512", "SVE256", "SVE128") else None
+
+
+def setup(args, quick):
+    """The device (printed), the seed, a writable --out-dir; --amp off where bfloat16 is emulated."""
+    device = choose_device(args.device)
+    if args.amp and (capability := emulated_bf16(device)):
+        print(f"--amp: bfloat16 is emulated on this CPU ({capability}), slower than float32; running in float32")
+        args.amp = False
     for flag, preset in (("quick", quick), ("paper", PAPER)):
         if getattr(args, flag):
             print(f"--{flag}: " + ", ".join(f"{k}={getattr(args, k)}" for k in preset))
-    if name == "cpu" and not (args.quick or args.dry_run):
+    if device.type == "cpu" and not (args.quick or args.dry_run):
         print("note: a CPU runs the GPU-sized defaults (the ETAs below say how long). Add --quick for minutes.")
     torch.manual_seed(args.seed)                                 # also seeds CUDA
     try:                                                         # a writable --out-dir
@@ -378,7 +393,7 @@ def setup(args, quick):
         tempfile.TemporaryFile(dir=args.out_dir).close()
     except OSError as e:
         raise UserError(f"cannot write to --out-dir {args.out_dir}: {e.strerror or e}") from None
-    return torch.device(name), Path(args.out_dir)
+    return device, Path(args.out_dir)
 
 
 def place(m, device):

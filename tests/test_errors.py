@@ -282,3 +282,25 @@ def test_an_interrupt_after_a_step_saves_the_count_its_weights_hold(tmp_path, mo
     assert saved["step"] == 3
     assert all(s["step"].item() == 3 for s in saved["optimizer"]["state"].values())
 
+
+def test_benchmark_asked_for_cuda_without_cuda(monkeypatch, capsys):
+    import benchmark
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit) as e:
+        benchmark.main(["--device", "cuda", "--quick"])
+    assert e.value.code == 2
+    one_line_error(capsys.readouterr().err, "benchmark.py", "--device cuda", "CUDA")
+
+
+@pytest.mark.parametrize("capability,emulated", [("AVX2", True), ("NO AVX", True), ("DEFAULT", True),
+                                                 ("AVX512", False), ("SVE256", False)])
+def test_amp_on_a_cpu_that_emulates_bfloat16_runs_in_float32(capability, emulated, monkeypatch, capsys, tmp_path):
+    import benchmark
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+    mod = load_script("mnist_inversion")
+    args = mod.parse_args(["--fake-data", "--device", "cpu", "--amp", "--out-dir", str(tmp_path)])
+    common.setup(args, mod.QUICK)
+    said = f"--amp: bfloat16 is emulated on this CPU ({capability})" in capsys.readouterr().out
+    assert args.amp is not emulated and said is emulated
+    amp_rows = [name for name, _ in benchmark.inversion_variants(torch.device("cpu")) if "amp" in name]
+    assert amp_rows == ([] if emulated else ["project_amp"])
