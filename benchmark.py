@@ -18,9 +18,11 @@ times, in images per second:
                         baseline: the same models and loss, with the hot matrix H built row by
                         row on the CPU and copied over, and every loss term read with .item()
                         each step (the usual way of logging).
-It also times the project's inversion step with --amp (bfloat16 autocast), the scripts'
-whole default step (robust term and statistics prior included: "full"), and on CUDA the
-step run eagerly (--no-cuda-graph).
+It also times the project's inversion step with --amp (bfloat16 autocast; skipped on a CPU
+that emulates bfloat16, as the scripts then run in float32), the scripts' whole default step
+(robust term and statistics prior included: "full"), and on CUDA the step run eagerly
+(--no-cuda-graph).  Everything runs on the scripts' device settings (common.choose_device:
+TF32 and tuned convolutions on CUDA).
 The last line printed is one JSON object; keys ending in "speedup" are project / baseline.
 """
 import argparse
@@ -159,25 +161,27 @@ def bench_shape(mod, device, args_cli, results):
         if name == "project":                        # the project's memory layout (channels-last on a CPU)
             f, x = common.place(f, device), common.place(x, device)
         fns[f"classifier_{tag}_{name}"] = (make(f, x, y, cb, device), 3)
-    # "project" is what the scripts run on this device (on CUDA: the step as a CUDA graph), with
-    # the paper's loss alone, as in the baseline (which has no robust term or statistics prior);
-    # "full" is the scripts' whole default step (robust term and statistics prior included)
-    paper = ["--paper"]
-    variants = [("project", paper), ("baseline", paper), ("project_amp", paper + ["--amp"]),
-                ("project_full", [])]
-    if device.type == "cuda":
-        variants += [("project_eager", paper + ["--no-cuda-graph"])]
-    for name, extra in variants:
+    for name, extra in inversion_variants(device):
         fns[f"inversion_{tag}_{name}"] = inversion_fn(mod, name, extra, x, y, gb, device)
     results.update(best_of_rounds(fns, args_cli.steps, args_cli.rounds, device))
     for phase in ("classifier", "inversion"):
         results[f"{phase}_{tag}_speedup"] = results[f"{phase}_{tag}_project"] / results[f"{phase}_{tag}_baseline"]
 
 
+def inversion_variants(device):
+    """(name, flags): "project" is what the scripts run on this device (on CUDA: the step as a CUDA
+    graph), with the paper's loss alone, as in the baseline (which has no robust term or statistics
+    prior); "full" is the scripts' whole default step.  No --amp where a CPU emulates bfloat16."""
+    paper = ["--paper"]
+    amp = [] if common.emulated_bf16(device) else [("project_amp", paper + ["--amp"])]
+    eager = [("project_eager", paper + ["--no-cuda-graph"])] if device.type == "cuda" else []
+    return [("project", paper), ("baseline", paper)] + amp + [("project_full", [])] + eager
+
+
 EXTRA_ROWS = [("eager", "--no-cuda-graph"), ("amp", "--amp"), ("full", "(whole default step)")]
 
 
-def main(argv=None):
+def bench(argv=None):
     ap = common.one_line_errors(argparse.ArgumentParser(description=__doc__.splitlines()[0]))
     ap.add_argument("--device", default="auto", choices=["auto", "cuda", "mps", "cpu"])
     ap.add_argument("--quick", action="store_true", help="fewer, smaller steps (a 2-core CPU in < 2 min)")
@@ -185,13 +189,14 @@ def main(argv=None):
     ap.add_argument("--rounds", type=common.POSITIVE, default=3,
                     help="rounds of timing, every measurement in turn; each keeps its best round")
     args = ap.parse_args(argv)
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          "cpu" if args.device == "auto" else args.device)
+    device = common.choose_device(args.device)                 # as the scripts: a missing GPU is one line
     args.classifier_batch, args.generator_batch = (128, 64) if args.quick else (512, 256)
     args.steps = args.steps or (3 if args.quick else 50)
     results = {"device": str(device) + (f" ({torch.cuda.get_device_name()})" if device.type == "cuda" else ""),
                "threads": torch.get_num_threads(), "steps": args.steps, "rounds": args.rounds,
                "classifier_batch": args.classifier_batch, "generator_batch": args.generator_batch}
+    if common.emulated_bf16(device):
+        results["amp"] = f"skipped: bfloat16 is emulated on this CPU ({common.emulated_bf16(device)})"
     for mod in (fashion_inversion, cifar10_inversion):
         bench_shape(mod, device, args, results)
     print(f"\n{'measurement (images/s)':<40} {'project':>10} {'baseline':>10} {'speedup':>8}")
@@ -202,8 +207,14 @@ def main(argv=None):
         for extra, label in EXTRA_ROWS:
             if f"{base}_project_{extra}" in results:
                 print(f"{base + ' ' + label:<40} {results[base + '_project_' + extra]:>10.0f}")
+            elif extra == "amp" and "amp" in results and base.startswith("inversion"):
+                print(f"{base + ' ' + label:<40} {results['amp']}")
     print(json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in results.items()}))
     return results
+
+
+def main(argv=None):
+    return common.run_main(bench, argv, "benchmark.py")
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ Sethi), in the paper's order: conditioning, the generator G(z, p, H), the invers
 would otherwise be copied four times.  The loops are in the scripts, measurement in measure.py.
 """
 import argparse
+import contextlib
 import math
 import os
 import signal
@@ -203,15 +204,16 @@ def stats_term(acts, stats, y):
     """DeepInversion's batch-norm prior without batch norm: over f's activation layers, ||mean -
     mean_data|| + ||var - var_data|| of each class in the batch, averaged over classes present."""
     total = 0.0
-    for a, (mu, var) in zip(acts, stats):
-        m, sq = channel_moments(a.float())                       # (N, C) each
-        Y = F.one_hot(y, len(mu)).float()                        # (N, classes)
-        count = Y.sum(0)[:, None]
-        mean = Y.T @ m / count.clamp_min(1)                      # (classes, C)
-        v = Y.T @ sq / count.clamp_min(1) - mean.square()
-        dist = (mean - mu).norm(dim=1) + (v - var).norm(dim=1)   # (classes,)
-        present = (count[:, 0] > 0).float()
-        total = total + (dist * present).sum() / present.sum()
+    with torch.autocast(y.device.type, enabled=False):           # float32: E[a^2] - E[a]^2 magnifies bf16 rounding
+        for a, (mu, var) in zip(acts, stats):
+            m, sq = channel_moments(a.float())                   # (N, C) each
+            Y = F.one_hot(y, len(mu)).float()                    # (N, classes)
+            count = Y.sum(0)[:, None]
+            mean = Y.T @ m / count.clamp_min(1)                  # (classes, C)
+            v = Y.T @ sq / count.clamp_min(1) - mean.square()
+            dist = (mean - mu).norm(dim=1) + (v - var).norm(dim=1)   # (classes,)
+            present = (count[:, 0] > 0).float()
+            total = total + (dist * present).sum() / present.sum()
     return total
 
 
@@ -274,6 +276,20 @@ def run_main(run, argv, script):
         if old is not None:
             signal.signal(signal.SIGTERM, old)
     raise SystemExit(2)
+
+
+@contextlib.contextmanager
+def signals_held():
+    """Ctrl-C and SIGTERM wait until the block is done (only the main thread receives signals)."""
+    held, main = [], threading.current_thread() is threading.main_thread()
+    old = {s: signal.signal(s, lambda n, _: held.append(n)) for s in (signal.SIGINT, signal.SIGTERM) if main}
+    try:
+        yield
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+    if held:
+        signal.raise_signal(held[0])
 
 
 # ==== Plumbing: flags (the same in every script; the script's DEFAULTS give the values) ============
@@ -373,9 +389,8 @@ def parse_args(argv, description, dataset, defaults, presets):
 
 
 # ==== Plumbing: device, seed, memory layout, mixed precision =======================================
-def setup(args, presets):
-    """The device (printed), the seed, a writable --out-dir."""
-    name = args.device
+def choose_device(name):
+    """--device as a torch.device, printed; on CUDA, TF32 matmuls and tuned convolutions (also benchmark.py's)."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
     elif name == "cuda" and not torch.cuda.is_available():
@@ -383,12 +398,28 @@ def setup(args, presets):
     elif name == "mps" and not torch.backends.mps.is_available():
         raise UserError("--device mps asked for, but MPS is not available; use --device cpu or auto")
     print(f"device: {name}" + (f" ({torch.cuda.get_device_name()})" if name == "cuda" else ""))
-    if name == "cuda":                                           # TF32 matmuls, tuned convolutions
+    if name == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = torch.backends.cudnn.benchmark = True
+    return torch.device(name)
+
+
+def emulated_bf16(device):
+    """A CPU's capability where bfloat16 is emulated, many times slower than float32: AVX2 and below,
+    POWER, Z (AVX512 has oneDNN's bfloat16 kernels, ARM's SVE chips BF16 instructions); else None."""
+    capability = torch.backends.cpu.get_cpu_capability()
+    return capability if device.type == "cpu" and capability not in ("AVX512", "SVE256", "SVE128") else None
+
+
+def setup(args, presets):
+    """The device (printed), the seed, a writable --out-dir; --amp off where bfloat16 is emulated."""
+    device = choose_device(args.device)
+    if args.amp and (capability := emulated_bf16(device)):
+        print(f"--amp: bfloat16 is emulated on this CPU ({capability}), slower than float32; running in float32")
+        args.amp = False
     for flag, preset in (*presets.items(), ("paper", PAPER)):
         if getattr(args, flag):
             print(f"--{flag}: " + ", ".join(f"{k}={getattr(args, k)}" for k in preset))
-    if name == "cpu" and not (args.quick or args.medium or args.dry_run):
+    if device.type == "cpu" and not (args.quick or args.medium or args.dry_run):
         print("note: a CPU runs the GPU-sized defaults (the ETAs below say how long). "
               "Add --quick for a 5-minute preview, --medium for 45 minutes.")
     torch.manual_seed(args.seed)                                 # also seeds CUDA
@@ -397,7 +428,7 @@ def setup(args, presets):
         tempfile.TemporaryFile(dir=args.out_dir).close()
     except OSError as e:
         raise UserError(f"cannot write to --out-dir {args.out_dir}: {e.strerror or e}") from None
-    return torch.device(name), Path(args.out_dir)
+    return device, Path(args.out_dir)
 
 
 def place(m, device):
@@ -437,16 +468,25 @@ class GraphedStep:
         if self.calls <= self.warmup:                            # on a side stream, as recording needs
             side = torch.cuda.Stream()
             side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):
-                out = self.step()
-            torch.cuda.current_stream().wait_stream(side)
-            return out
+            try:
+                with torch.cuda.stream(side):
+                    return self.step()
+            finally:                                             # interrupted too: a checkpoint waits for side's writes
+                torch.cuda.current_stream().wait_stream(side)
         if self.graph is None:
             self.graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(self.graph):
                 self.out = self.step()
         self.graph.replay()
         return self.out
+
+
+def load_optimizer(opt, state, capturable):
+    """Adam's state, saved in any mode (CPU, CUDA, the graph), loaded in this run's: load_state_dict
+    takes `capturable` from the state and moves `step` to the parameter's device only if it is set."""
+    opt.load_state_dict({**state, "param_groups": [{**g, "capturable": capturable} for g in state["param_groups"]],
+                         "state": {i: {**s, "step": torch.as_tensor(s["step"], dtype=torch.float32).cpu()}
+                                   for i, s in state["state"].items()}})
 
 
 # ==== Plumbing: data ===============================================================================
@@ -496,8 +536,7 @@ def atomic_write(path, write):
             write(fh)
         os.replace(tmp, path)
     except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        tmp.unlink(missing_ok=True)
         raise
 
 

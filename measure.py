@@ -418,7 +418,8 @@ def rescore(argv=None):
             raise common.UserError(f"{run / name} not found: give the --out-dir of a finished run")
     first = common.load_checkpoint(run / "generator.pt", "generator", {})
     script = importlib.import_module(SCRIPTS[first["dataset"]])
-    args = argparse.Namespace(**{**first["config"], "out_dir": str(run), "device": cli.device, "retrain": False,
+    args = argparse.Namespace(**{**vars(script.parse_args([])), **first["config"],   # flags newer than the run
+                                 "out_dir": str(run), "device": cli.device, "retrain": False,
                                  **{k: v for k, v in vars(cli).items() if k != "run_dir" and v is not None}})
     device, out = common.setup(args, {})
     t_start, data = time.time(), script.load_data(args, device)

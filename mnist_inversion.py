@@ -209,7 +209,7 @@ def train_generator(f, stats, args, out, device, k=0):
     if args.resume and path.exists():
         ckpt = common.load_checkpoint(path, "generator", signature)
         G.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
+        common.load_optimizer(opt, ckpt["optimizer"], graph)         # from any device or mode
         step, history = ckpt["step"], ckpt["history"]
         common.rng_state(device, ckpt["rng"])
         print(f"G{k}: resuming {path} from step {step}")
@@ -226,8 +226,8 @@ def train_generator(f, stats, args, out, device, k=0):
     last = t0
     try:
         while step < args.generator_steps:
-            sums = sums + train_step()
-            step += 1
+            with common.signals_held():                          # a Ctrl-C waits for the step and its count,
+                sums, step = sums + train_step(), step + 1       # so a checkpoint's step matches its weights
             done, due = step == args.generator_steps, time.time() - last > 15
             if due or done or step % args.log_every == 0 or step % args.checkpoint_every == 0:
                 mean, sums, since, last = (sums / (step - since)).tolist(), 0, step, time.time()   # one sync

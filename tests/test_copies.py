@@ -58,7 +58,7 @@ def test_same_sections_in_the_same_order_and_no_framework_entry_point():
 
 
 @pytest.mark.parametrize("path,limit", [(f"{name}.py", 350) for name in SCRIPTS] +
-                         [("common.py", 500), ("README.md", 250)])
+                         [("common.py", 580), ("README.md", 250)])
 def test_sizes_a_reader_can_take_in(path, limit):
     assert len((ROOT / path).read_text().splitlines()) <= limit
 

@@ -1,4 +1,5 @@
 """Bad input and interruption: one clear line, non-zero exit, no traceback, nothing lost."""
+import signal
 import subprocess
 import sys
 
@@ -216,3 +217,93 @@ def test_checkpoints_are_written_atomically(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert torch.load(path, weights_only=False)["v"] == 1                  # the old file is intact
     assert [p.name for p in tmp_path.iterdir()] == ["x.pt"]                 # no temporary left
+
+
+def as_a_cuda_graph_run_saves_it(state):
+    """An Adam state_dict as a run under the CUDA graph writes it (capturable=True; each `step` a
+    float32 tensor, on the GPU there, here on the CPU as load_checkpoint maps it)."""
+    state["param_groups"] = [{**g, "capturable": True} for g in state["param_groups"]]
+    for s in state["state"].values():
+        s["step"] = s["step"].to(torch.float32)
+    return state
+
+
+def test_optimizer_state_of_any_mode_takes_this_runs_mode():
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 2)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    model(torch.randn(8, 4)).square().mean().backward()
+    opt.step()
+    saved = as_a_cuda_graph_run_saves_it(opt.state_dict())
+    here = torch.optim.Adam(model.parameters(), lr=1e-2)          # this run: a CPU, capturable=False
+    common.load_optimizer(here, saved, capturable=False)
+    assert [g["capturable"] for g in here.param_groups] == [False]
+    for s in here.state.values():
+        assert s["step"].device.type == "cpu" and s["step"].dtype == torch.float32 and s["step"].item() == 1
+    here.step()                                                  # capturable Adam would assert here
+    assert all(s["step"].item() == 2 for s in here.state.values())
+    # the other way (a CPU checkpoint under the graph): capturable, `step` on the parameter's device
+    graph = torch.optim.Adam(model.parameters(), lr=1e-2, capturable=True)
+    common.load_optimizer(graph, opt.state_dict(), capturable=True)
+    assert [g["capturable"] for g in graph.param_groups] == [True]
+    assert all(s["step"].dtype == torch.float32 and s["step"].device == p.device
+               for p, s in graph.state.items())
+
+
+def test_a_checkpoint_written_under_the_cuda_graph_resumes_on_a_cpu(tmp_path, capsys):
+    mod = load_script("mnist_inversion")
+    mod.main(FAST + ["--generator-steps", "4", "--out-dir", str(tmp_path)])
+    ckpt = torch.load(tmp_path / "generator.pt", weights_only=False)
+    ckpt["optimizer"] = as_a_cuda_graph_run_saves_it(ckpt["optimizer"])
+    torch.save(ckpt, tmp_path / "generator.pt")
+    mod.main(FAST + ["--generator-steps", "8", "--out-dir", str(tmp_path), "--resume"])
+    assert "from step 4" in capsys.readouterr().out
+    resumed = torch.load(tmp_path / "generator.pt", weights_only=False)
+    assert resumed["step"] == 8
+    assert [g["capturable"] for g in resumed["optimizer"]["param_groups"]] == [False]
+    assert all(s["step"].item() == 8 and s["step"].device.type == "cpu" for s in resumed["optimizer"]["state"].values())
+
+
+def test_an_interrupt_after_a_step_saves_the_count_its_weights_hold(tmp_path, monkeypatch, capsys):
+    # Ctrl-C arriving as the third step returns, before the loop counts it: the saved step must
+    # be the number of updates in the saved weights (Adam counts them too), else a resumed run
+    # would do one update too many
+    mod = load_script("mnist_inversion")
+    real_step, calls = mod.inversion_step, []
+
+    def step_then_ctrl_c(*a):
+        calls.append(1)
+        out = real_step(*a)
+        if len(calls) == 3:
+            signal.raise_signal(signal.SIGINT)
+        return out
+    monkeypatch.setattr(mod, "inversion_step", step_then_ctrl_c)
+    with pytest.raises(SystemExit) as e:
+        mod.main(FAST + ["--generator-steps", "8", "--out-dir", str(tmp_path)])
+    assert e.value.code == 130 and "interrupted at step 3" in capsys.readouterr().err
+    saved = torch.load(tmp_path / "generator.pt", weights_only=False)
+    assert saved["step"] == 3
+    assert all(s["step"].item() == 3 for s in saved["optimizer"]["state"].values())
+
+
+def test_benchmark_asked_for_cuda_without_cuda(monkeypatch, capsys):
+    import benchmark
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit) as e:
+        benchmark.main(["--device", "cuda", "--quick"])
+    assert e.value.code == 2
+    one_line_error(capsys.readouterr().err, "benchmark.py", "--device cuda", "CUDA")
+
+
+@pytest.mark.parametrize("capability,emulated", [("AVX2", True), ("NO AVX", True), ("DEFAULT", True),
+                                                 ("AVX512", False), ("SVE256", False)])
+def test_amp_on_a_cpu_that_emulates_bfloat16_runs_in_float32(capability, emulated, monkeypatch, capsys, tmp_path):
+    import benchmark
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+    mod = load_script("mnist_inversion")
+    args = mod.parse_args(["--fake-data", "--device", "cpu", "--amp", "--out-dir", str(tmp_path)])
+    common.setup(args, mod.QUICK)
+    said = f"--amp: bfloat16 is emulated on this CPU ({capability})" in capsys.readouterr().out
+    assert args.amp is not emulated and said is emulated
+    amp_rows = [name for name, _ in benchmark.inversion_variants(torch.device("cpu")) if "amp" in name]
+    assert amp_rows == ([] if emulated else ["project_amp"])

@@ -185,3 +185,17 @@ def test_worst_case_from_a_random_start_stays_in_the_ball_and_differs_from_fgsm(
     assert not torch.equal(x_rs, common.worst_case(f, x, y, 0.1))
     ce = torch.nn.functional.cross_entropy
     assert ce(f(x_rs), y) > ce(f(x), y)
+
+
+def test_stats_term_stays_in_float32_under_bfloat16_autocast():
+    # a large mean and a tiny variance, as in f's fully connected layer: E[a^2] - E[a]^2 in
+    # bfloat16 would lose the variance entirely (an error of ~0.4 against a variance of 1e-4)
+    torch.manual_seed(0)
+    y = torch.arange(4).repeat(16)
+    acts = [10 + 0.01 * torch.randn(64, 32), 3 + 0.1 * torch.randn(64, 8, 5, 5)]
+    stats = [(torch.full((4, a.shape[1]), 10.0), torch.full((4, a.shape[1]), 1e-4)) for a in acts]
+    plain = common.stats_term(acts, stats, y)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = common.stats_term(acts, stats, y)
+    assert mixed.dtype == torch.float32
+    torch.testing.assert_close(mixed, plain, rtol=1e-5, atol=1e-6)

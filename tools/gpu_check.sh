@@ -52,7 +52,7 @@ trap finish EXIT
 mkdir -p gpu_data/data/FashionMNIST/raw
 python3 gpu_data/make_data.py --out gpu_data/data --only mnist cifar10 > runs/logs/data.log 2>&1
 for f in gpu_data/fashion/*.gz; do gunzip -c "$f" > "gpu_data/data/FashionMNIST/raw/$(basename "${f%.gz}")"; done
-stage tests 100 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py; tail -2 runs/logs/tests.log
+stage tests 180 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py; tail -2 runs/logs/tests.log
 MAX=120 run fashion fashion_inversion.py
 MAX=120 run mnist mnist_inversion.py
 MAX=200 run cifar10 cifar10_inversion.py
