@@ -133,17 +133,22 @@ def ce_term(logits, y):
     return F.cross_entropy(logits, y)
 
 
-def cosine_term(phi):
-    """L_cos = 1/(N(N-1)) sum_{i != j} cos(phi_i, phi_j) over the batch's features phi."""
+def cosine_term(phi, y=None):
+    """L_cos = 1/(N(N-1)) sum_{i != j} cos(phi_i, phi_j) over the batch's features phi.  Given labels
+    y (beyond the paper): the mean over the pairs i != j of the same label only, which pushes apart
+    the pictures of one class (a row of Fig. 2) rather than pictures of different classes."""
     N = phi.shape[0]
     u = F.normalize(phi.flatten(1), dim=1)
     gram = u @ u.T                                               # cos(theta_ij), diagonal 1
-    return (gram.sum() - gram.diagonal().sum()) / (N * (N - 1))
+    if y is None:
+        return (gram.sum() - gram.diagonal().sum()) / (N * (N - 1))
+    pairs = (y[:, None] == y[None, :]).float() - torch.eye(N, device=phi.device)
+    return (gram * pairs).sum() / pairs.sum().clamp_min(1)
 
 
-def inversion_loss(logits, phi, p, y, alpha, beta, gamma):
-    """L_inv and its terms (detached copies, for logging)."""
-    kl, ce, cos = kl_term(logits, p), ce_term(logits, y), cosine_term(phi)
+def inversion_loss(logits, phi, p, y, alpha, beta, gamma, cos_pairs="all"):
+    """L_inv and its terms (detached copies, for logging); cos_pairs "class": L_cos within classes."""
+    kl, ce, cos = kl_term(logits, p), ce_term(logits, y), cosine_term(phi, y if cos_pairs == "class" else None)
     total = alpha * kl + beta * ce + gamma * cos                 # L_inv
     return total, {"kl": kl.detach(), "ce": ce.detach(), "cos": cos.detach()}
 
@@ -312,7 +317,7 @@ WEIGHT = checked(float, lambda v: math.isfinite(v) and v >= 0, "a finite number 
 MARGIN = checked(lambda t: None if t == "natural" else float(t),          # None: the draw's own
                  lambda v: v is None or (math.isfinite(v) and v >= 0), "'natural' or a number >= 0")
 PAPER = dict(alpha=1.0, beta=1.0, gamma=1.0, robust_eps=0.0, stats=0.0, tv=0.0, bn_stats=0.0, view_shift=0,
-             upsample="transposed")                             # --paper
+             upsample="transposed", cos_pairs="all")            # --paper
 FLAGS = {  # group: [(flag, type, or choices, or bool for a switch, help)]
     "the paper (Sec. 2): f, G and L_inv": [
         ("--classifier-epochs", POSITIVE, None), ("--classifier-batch-size", POSITIVE, None),
@@ -333,7 +338,8 @@ FLAGS = {  # group: [(flag, type, or choices, or bool for a switch, help)]
         ("--classifier-adv-eps", WEIGHT, "adversarial training of f: L-inf radius (FGSM, random start)"),
         ("--bn-stats", WEIGHT, "weight of DeepInversion's prior on f's batch-norm statistics"),
         ("--view-shift", COUNT, "f sees G's images shifted by up to this many pixels (and flipped where FLIP)"),
-        ("--upsample", ["transposed", "resize"], "G's doublings: transposed convolution, or resize + conv")],
+        ("--upsample", ["transposed", "resize"], "G's doublings: transposed convolution, or resize + conv"),
+        ("--cos-pairs", ["all", "class"], "L_cos over all pairs of the batch (the paper's), or pairs of one class")],
     "running": [
         ("--data-dir", str, None), ("--out-dir", str, None), ("--seed", int, None),
         ("--device", ["auto", "cuda", "mps", "cpu"], "auto: cuda, else mps, else cpu"),
@@ -345,10 +351,11 @@ FLAGS = {  # group: [(flag, type, or choices, or bool for a switch, help)]
         ("--log-every", POSITIVE, "steps between loss lines"), ("--checkpoint-every", POSITIVE, None),
         ("--eval-per-class", POSITIVE, "samples per class in samples.pt"), ("--amp", bool, "bfloat16 autocast"),
         ("--distill-steps", COUNT, "measure.py: steps of each distillation student"),
+        ("--judge-width", POSITIVE, "measure.py: channels of the judge's (and the students') first layer"),
         ("--cuda-graph", argparse.BooleanOptionalAction, "on CUDA, G's step as one replayed CUDA graph")]}
 RUNNING = dict(data_dir="./data", device="auto", seed=0, checkpoint_every=500, cuda_graph=True,
                conditioning="vector-matrix", num_generators=1, classifier_adv_eps=0.0,    # all scripts'
-               bn_stats=0.0, view_shift=0, upsample="transposed")
+               bn_stats=0.0, view_shift=0, upsample="transposed", cos_pairs="all", judge_width=32)
 
 
 def one_line_errors(ap):

@@ -51,7 +51,7 @@ DEFAULTS = dict(                                                 # this dataset'
     margin=1.0, log_every=100, eval_per_class=100, distill_steps=2000)
 QUICK = dict(classifier_epochs=2, augment=False, train_subset=30000, classifier_batch_size=128,
              generator_steps=600, batch_size=64, width=64, tv=0.0, log_every=50,
-             eval_per_class=50, distill_steps=300)               # --quick: a laptop CPU
+             eval_per_class=50, distill_steps=150, judge_width=16)   # --quick: 5 min, 2 CPU cores
 MEDIUM = dict(classifier_epochs=5, generator_steps=2500, batch_size=128, eval_per_class=100,
               distill_steps=1000)                                 # --medium: 45 min on 2 CPU cores
 
@@ -177,7 +177,7 @@ def inversion_step(G, f, opt, args, stats, device):
         seen = common.augment(x, FLIP, args.view_shift) if args.view_shift else x   # beyond the paper
         phi, acts, bn = common.activations(f.features, seen)    # phi(x), the features of L_cos
         logits = f.head(phi)                                     # f(x); Q = softmax(f(x))
-        L_inv, terms = common.inversion_loss(logits, phi, p, y, args.alpha, args.beta, args.gamma)
+        L_inv, terms = common.inversion_loss(logits, phi, p, y, args.alpha, args.beta, args.gamma, args.cos_pairs)
         loss = L_inv                                             # alpha KL + beta CE + gamma L_cos
         if args.robust_eps > 0:                                  # Sec. 3: perturbed x keeps label y
             loss = loss + common.robust_term(f, seen, y, args.robust_eps)

@@ -94,7 +94,7 @@ def batches(x, target, size, spec, args):
 def trained_judge(spec, data, args, out, device):
     """The judge from out/judge.pt, or trained as f is (same data, epochs, batch size, learning
     rate, augmentation) and saved there.  (judge, test accuracy, seconds spent training)."""
-    judge = common.place(Judge(data["x_train"].shape[1], len(spec["classes"])), device)
+    judge = common.place(Judge(data["x_train"].shape[1], len(spec["classes"]), args.judge_width), device)
     signature = {"dataset": spec["dataset"], "arch": common.architecture(judge), "training": common.f_training(args)}
     path = out / "judge.pt"
     if path.exists() and not args.retrain:
@@ -134,7 +134,7 @@ def distillation(spec, Gs, f, data, args, device):
     scores = {}
     for name, draw in (("from_generator", from_G), ("from_training_images", from_data)):
         torch.manual_seed(args.seed)
-        student = common.place(Judge(data["x_train"].shape[1], n), device)
+        student = common.place(Judge(data["x_train"].shape[1], n, args.judge_width), device)
         fit(student, draw, args.distill_steps, args.classifier_lr, f"student {name.replace('_', ' ')}")
         scores[name] = common.accuracy(student, data["x_test"], data["y_test"])
     return {**scores, "steps": args.distill_steps, "batch_size": B, "student": common.architecture(student)}

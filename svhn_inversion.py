@@ -50,7 +50,7 @@ DEFAULTS = dict(                                                 # this dataset'
     margin=1.0, log_every=100, eval_per_class=100, distill_steps=2000)
 QUICK = dict(classifier_epochs=2, augment=False, train_subset=15000, classifier_batch_size=128,
              classifier_width=24, generator_steps=400, batch_size=32, width=64, log_every=50,
-             eval_per_class=40, distill_steps=80)                # --quick: under 5 min on 2 CPU cores
+             eval_per_class=40, distill_steps=80, judge_width=16)    # --quick: 5 min, 2 CPU cores
 MEDIUM = dict(classifier_epochs=15, classifier_batch_size=256, classifier_width=32, generator_steps=1500,
               batch_size=64, view_shift=2, upsample="resize", log_every=100, distill_steps=600)   # 45 min, 2 cores
 
@@ -205,7 +205,7 @@ def inversion_step(G, f, opt, args, stats, device):
         seen = common.augment(x, FLIP, args.view_shift) if args.view_shift else x   # beyond the paper
         phi, acts, bn = common.activations(f.features, seen)    # phi(x), the features of L_cos
         logits = f.head(phi)                                     # f(x); Q = softmax(f(x))
-        L_inv, terms = common.inversion_loss(logits, phi, p, y, args.alpha, args.beta, args.gamma)
+        L_inv, terms = common.inversion_loss(logits, phi, p, y, args.alpha, args.beta, args.gamma, args.cos_pairs)
         loss = L_inv                                             # alpha KL + beta CE + gamma L_cos
         if args.robust_eps > 0:                                  # Sec. 3: perturbed x keeps label y
             loss = loss + common.robust_term(f, seen, y, args.robust_eps)

@@ -48,6 +48,16 @@ def test_cosine_term_matches_an_explicit_double_loop():
     assert abs(common.cosine_term(phi).item() - total / (N * (N - 1))) < 1e-10
 
 
+def test_cosine_term_within_classes_averages_only_pairs_of_one_label():
+    _, phi, _, _ = batch(N=9)
+    y = torch.tensor([0, 1, 0, 2, 1, 0, 3, 1, 2])                 # label 3 alone: no pair
+    pairs = [(i, j) for i in range(9) for j in range(9) if i != j and y[i] == y[j]]
+    cos = [(phi[i] @ phi[j] / (phi[i].norm() * phi[j].norm())).item() for i, j in pairs]
+    assert abs(common.cosine_term(phi, y).item() - sum(cos) / len(cos)) < 1e-6
+    base = torch.randn(4, 6)                                      # one picture per label: a collapsed row
+    assert abs(common.cosine_term(base[y], y).item() - 1) < 1e-5 < 1 - common.cosine_term(base[y]).item()
+
+
 def test_cosine_term_of_identical_features_is_one_and_flattens_maps():
     phi = torch.randn(1, 3, 4, 4).repeat(5, 1, 1, 1)
     assert abs(common.cosine_term(phi).item() - 1.0) < 1e-6

@@ -21,6 +21,7 @@ from conftest import ROOT, load_script
 
 DEBIAN = Path("/usr/share/datasets/fashion-mnist")
 SHARED = ROOT.parent / "shared" / "data" / "mnist"
+pytestmark = pytest.mark.slow                                    # minutes: not in the fast subset
 MAKE_DATA = ROOT.parent / "shared" / "data" / "make_data.py"
 FILES = ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
          "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"]
