@@ -227,13 +227,9 @@ def bn_term(bn):
     mean|| + ||batch variance - running variance|| of each layer's input (float32, as under --amp)."""
     if not bn:
         raise UserError("--bn-stats needs batch norm in f, and this dataset's f has none; use --stats")
-    total = 0.0
     with torch.autocast(bn[0][0].device.type, enabled=False):
-        for a, layer in bn:
-            a = a.float()
-            mean, var = a.mean((0, 2, 3)), a.var((0, 2, 3), unbiased=False)
-            total = total + (mean - layer.running_mean).norm() + (var - layer.running_var).norm()
-    return total
+        return sum((a.float().mean((0, 2, 3)) - layer.running_mean).norm() +
+                   (a.float().var((0, 2, 3), unbiased=False) - layer.running_var).norm() for a, layer in bn)
 
 
 def tv_term(x):

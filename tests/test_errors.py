@@ -302,7 +302,7 @@ def test_amp_on_a_cpu_that_emulates_bfloat16_runs_in_float32(capability, emulate
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
     mod = load_script("mnist_inversion")
     args = mod.parse_args(["--fake-data", "--device", "cpu", "--amp", "--out-dir", str(tmp_path)])
-    common.setup(args, mod.QUICK)
+    common.setup(args, dict(quick=mod.QUICK))
     said = f"--amp: bfloat16 is emulated on this CPU ({capability})" in capsys.readouterr().out
     assert args.amp is not emulated and said is emulated
     amp_rows = [name for name, _ in benchmark.inversion_variants(torch.device("cpu")) if "amp" in name]
