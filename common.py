@@ -385,6 +385,7 @@ def parse_args(argv, description, dataset, defaults, presets):
     if args.dry_run:
         args.classifier_epochs, args.generator_steps = 1, min(args.generator_steps, 4)
         args.train_subset, args.batch_size = args.train_subset or 512, min(args.batch_size, 32)
+        args.classifier_batch_size = min(args.classifier_batch_size, 64)
         args.eval_per_class, args.log_every, args.distill_steps = min(args.eval_per_class, 8), 2, min(args.distill_steps, 2)
     if args.resume and args.retrain:
         raise UserError("--resume and --retrain contradict each other; pick one")

@@ -52,7 +52,7 @@ QUICK = dict(classifier_epochs=2, augment=False, train_subset=15000, classifier_
              classifier_width=24, generator_steps=400, batch_size=32, width=64, log_every=50,
              eval_per_class=40, distill_steps=80, judge_width=16)    # --quick: 5 min, 2 CPU cores
 MEDIUM = dict(classifier_epochs=15, classifier_batch_size=256, classifier_width=32, generator_steps=1500,
-              batch_size=64, view_shift=2, upsample="resize", log_every=100, distill_steps=600)   # 45 min, 2 cores
+              batch_size=64, view_shift=2, upsample="resize", log_every=100, distill_steps=500)   # 45 min, 2 cores
 
 # [same in all four scripts: flags]
 def parse_args(argv=None):

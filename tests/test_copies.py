@@ -63,6 +63,7 @@ def test_sizes_a_reader_can_take_in(path, limit):
     assert len((ROOT / path).read_text().splitlines()) <= limit
 
 
+@pytest.mark.slow
 def test_a_script_copied_with_common_alone_runs_and_skips_measurement(tmp_path):
     for name in ("cifar10_inversion.py", "common.py"):
         shutil.copy(ROOT / name, tmp_path / name)

@@ -28,6 +28,7 @@ def one_line_error(stderr, *words):
         assert word in lines[0], (word, lines[0])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flag,value,words", [
     ("--generator-steps", "0", ["--generator-steps", "positive"]),
     ("--classifier-epochs", "-1", ["--classifier-epochs", "positive"]),
@@ -79,6 +80,7 @@ def test_missing_dataset_offline(tmp_path, monkeypatch, capsys):
                    "--fake-data")
 
 
+@pytest.mark.slow
 def test_out_dir_that_cannot_be_created(tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
@@ -87,6 +89,7 @@ def test_out_dir_that_cannot_be_created(tmp_path):
     one_line_error(err, "--out-dir", str(blocker / "run"))
 
 
+@pytest.mark.slow
 def test_checkpoint_that_is_not_a_checkpoint(tmp_path):
     (tmp_path / "classifier.pt").write_bytes(b"this is not a checkpoint")
     code, out, err = run_cli(*FAST, "--generator-steps", "2", "--out-dir", str(tmp_path))
@@ -95,6 +98,7 @@ def test_checkpoint_that_is_not_a_checkpoint(tmp_path):
     assert (tmp_path / "classifier.pt").read_bytes() == b"this is not a checkpoint"   # left for the user
 
 
+@pytest.mark.slow
 def test_cached_classifier_trained_another_way_is_refused(tmp_path, capsys):
     load_script("fashion_inversion").main(FAST + ["--generator-steps", "2", "--out-dir", str(tmp_path)])
     capsys.readouterr()
@@ -105,6 +109,7 @@ def test_cached_classifier_trained_another_way_is_refused(tmp_path, capsys):
     one_line_error(capsys.readouterr().err, "adv_eps", "refusing", "--retrain")
 
 
+@pytest.mark.slow
 def test_checkpoint_of_another_script_is_refused_naming_both(tmp_path, capsys):
     load_script("fashion_inversion").main(FAST + ["--generator-steps", "2", "--out-dir", str(tmp_path)])
     capsys.readouterr()
@@ -114,6 +119,7 @@ def test_checkpoint_of_another_script_is_refused_naming_both(tmp_path, capsys):
     one_line_error(capsys.readouterr().err, "FashionMNIST", "MNIST", "refusing")
 
 
+@pytest.mark.slow
 def test_generator_of_another_architecture_is_refused_on_resume(tmp_path, capsys):
     mod = load_script("mnist_inversion")
     mod.main(FAST + ["--generator-steps", "2", "--out-dir", str(tmp_path)])
@@ -124,6 +130,7 @@ def test_generator_of_another_architecture_is_refused_on_resume(tmp_path, capsys
     one_line_error(capsys.readouterr().err, "generator.pt", "arch", "refusing")
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, capsys):
     mod = load_script("mnist_inversion")
     mod.main(FAST + ["--generator-steps", "4", "--out-dir", str(tmp_path)])
@@ -167,6 +174,7 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path, monkeypatch, caps
     assert torch.load(tmp_path / "generator.pt", weights_only=False)["step"] == 2
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_same_result_as_an_uninterrupted_run(tmp_path, monkeypatch, capsys):
     mod = load_script("mnist_inversion")
     whole, cut = tmp_path / "whole", tmp_path / "cut"
@@ -196,6 +204,7 @@ def test_killed_run_resumes_to_the_same_result_as_an_uninterrupted_run(tmp_path,
     assert resumed["history"]["loss"] == pytest.approx(reference["history"]["loss"], rel=1e-5)
 
 
+@pytest.mark.slow
 def test_resume_with_more_steps_continues_to_the_new_total(tmp_path, capsys):
     mod = load_script("mnist_inversion")
     mod.main(FAST + ["--generator-steps", "4", "--out-dir", str(tmp_path)])
@@ -250,6 +259,7 @@ def test_optimizer_state_of_any_mode_takes_this_runs_mode():
                for p, s in graph.state.items())
 
 
+@pytest.mark.slow
 def test_a_checkpoint_written_under_the_cuda_graph_resumes_on_a_cpu(tmp_path, capsys):
     mod = load_script("mnist_inversion")
     mod.main(FAST + ["--generator-steps", "4", "--out-dir", str(tmp_path)])

@@ -64,6 +64,7 @@ def test_dry_run_writes_every_output_and_samples_follow_the_contract(tmp_path, n
     assert saved["config"]["margin"] == 1.0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flag,margin", [("natural", None), ("3", 3.0)])
 def test_margin_flag_sets_the_conditioning_of_the_samples(tmp_path, monkeypatch, flag, margin):
     mod = load_script("mnist_inversion")
@@ -82,6 +83,7 @@ def test_margin_flag_sets_the_conditioning_of_the_samples(tmp_path, monkeypatch,
     assert seen[last + 1:] == [None, 0.5, 1.0, 2.0, 4.0]        # metrics.json inversion_by_margin
 
 
+@pytest.mark.slow
 def test_second_run_reuses_the_cached_classifier_unless_retrain(tmp_path, capsys):
     mod = load_script("mnist_inversion")
     argv = ["--fake-data", "--dry-run", "--device", "cpu", "--out-dir", str(tmp_path), "--eval-per-class", "3"]
@@ -98,6 +100,7 @@ def test_second_run_reuses_the_cached_classifier_unless_retrain(tmp_path, capsys
     assert (tmp_path / "classifier.pt").stat().st_mtime_ns != stamp
 
 
+@pytest.mark.slow
 def test_several_generators_are_the_columns_of_samples_png(tmp_path):
     mod = load_script("fashion_inversion")
     mod.main(["--fake-data", "--dry-run", "--device", "cpu", "--out-dir", str(tmp_path),
@@ -108,6 +111,7 @@ def test_several_generators_are_the_columns_of_samples_png(tmp_path):
     assert any(not torch.equal(a[k], b[k]) for k in a)                  # different seeds
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,writer", [
     ("mnist_inversion", lambda root: formats.write_idx_dataset(root, "MNIST")),
     ("fashion_inversion", lambda root: formats.write_idx_dataset(root, "FashionMNIST")),
@@ -123,6 +127,7 @@ def test_scripts_run_on_files_in_the_real_format_without_downloading(tmp_path, m
     assert metrics["fake_data"] is False and (tmp_path / "out" / "samples.png").exists()
 
 
+@pytest.mark.slow
 def test_importing_a_script_does_nothing(tmp_path):
     code = ("import os, sys; sys.path.insert(0, %r); os.chdir(%r); "
             "import mnist_inversion, fashion_inversion, svhn_inversion, cifar10_inversion, measure; "
@@ -131,6 +136,7 @@ def test_importing_a_script_does_nothing(tmp_path):
     assert result.returncode == 0 and result.stdout.strip() == "[]" and result.stderr == ""
 
 
+@pytest.mark.slow
 def test_command_line_run_as_a_user_would(tmp_path):
     result = subprocess.run([sys.executable, str(ROOT / "mnist_inversion.py"), "--fake-data", "--dry-run",
                              "--device", "cpu", "--out-dir", str(tmp_path), "--eval-per-class", "2"],
@@ -157,6 +163,7 @@ def test_quick_presets_only_the_flags_not_given_on_the_command_line():
     assert (paper.alpha, paper.beta, paper.gamma, paper.robust_eps, paper.stats, paper.tv) == (1, 1, 2, 0, 0, 0)
 
 
+@pytest.mark.slow
 def test_frechet_scale_tool_scores_a_finished_run(tmp_path):
     out = tmp_path / "run"
     load_script("mnist_inversion").main(["--fake-data", "--dry-run", "--device", "cpu", "--out-dir", str(out),
@@ -173,6 +180,7 @@ def test_frechet_scale_tool_scores_a_finished_run(tmp_path):
         tool.run([str(tmp_path / "nowhere"), "--fake-data"])
 
 
+@pytest.mark.slow
 def test_measure_alone_rescores_a_finished_run_and_refuses_a_folder_that_is_not_one(tmp_path):
     out = tmp_path / "run"
     first = load_script("svhn_inversion").main(["--fake-data", "--dry-run", "--device", "cpu", "--out-dir", str(out),
