@@ -3,6 +3,7 @@ Convolutional Neural Nets" (read it beside this file).
 
     python fashion_inversion.py                 # the full run, sized for a GPU
     python fashion_inversion.py --quick         # a few minutes on a laptop CPU
+    python fashion_inversion.py --medium        # 45 minutes on a laptop CPU: the best it buys
     python fashion_inversion.py --paper         # the paper's loss alone, nothing beyond it
     python fashion_inversion.py --fake-data --dry-run      # smoke test: no data, seconds
 

@@ -3,6 +3,7 @@ Convolutional Neural Nets" (read it beside this file).
 
     python mnist_inversion.py                 # the full run, sized for a GPU
     python mnist_inversion.py --quick         # a few minutes on a laptop CPU
+    python mnist_inversion.py --medium        # 45 minutes on a laptop CPU: the best it buys
     python mnist_inversion.py --paper         # the paper's loss alone, nothing beyond it
     python mnist_inversion.py --fake-data --dry-run      # smoke test: no data, seconds
 

@@ -3,12 +3,13 @@ Convolutional Neural Nets" (read it beside this file).
 
     python svhn_inversion.py                 # the full run, sized for a GPU
     python svhn_inversion.py --quick         # a few minutes on a laptop CPU
+    python svhn_inversion.py --medium        # 45 minutes on a laptop CPU: the best it buys
     python svhn_inversion.py --paper         # the paper's loss alone, nothing beyond it
     python svhn_inversion.py --fake-data --dry-run      # smoke test: no data, seconds
 
 The file follows the paper, top to bottom:
   1. config         the flags (python svhn_inversion.py --help) and this dataset's defaults
-  2. data           SVHN (train and test, not extra) through torchvision, on the device
+  2. data           SVHN (train, test; not extra): torchvision, or the .mat files by hand
   3. classifier f   Sec. 2: convolutions, fully connected layers, LeakyReLU, Dropout.
                     train_classifier is its training loop; then f is frozen
   4. generator G    Sec. 2: G(z, p, H), vector-matrix conditioning (common.Generator)
