@@ -54,8 +54,7 @@ def conditioning_for_labels(y: torch.Tensor, n: int, intensity=None, v=None):
 class UpBlock(nn.Sequential):
     """Up-convolution (C_in, s, s) -> (C_out, size, size): a transposed convolution (kernel 4,
     stride 2 when size = 2s; else stride 1, kernel size - s + 1), batch norm, LeakyReLU, dropout.
-    resize (beyond the paper): a doubling is nearest-neighbour resizing, then a 3x3 convolution,
-    which leaves no checkerboard (Odena et al. 2016)."""
+    resize (beyond the paper): a doubling is nearest-neighbour resize + 3x3 conv, no checkerboard (Odena 2016)."""
 
     def __init__(self, c_in, c_out, s_in, size, dropout, resize=False):
         k, stride, pad = (4, 2, 1) if size == 2 * s_in else (size - s_in + 1, 1, 0)
@@ -134,9 +133,8 @@ def ce_term(logits, y):
 
 
 def cosine_term(phi, y=None):
-    """L_cos = 1/(N(N-1)) sum_{i != j} cos(phi_i, phi_j) over the batch's features phi.  Given labels
-    y (beyond the paper): the mean over the pairs i != j of the same label only, which pushes apart
-    the pictures of one class (a row of Fig. 2) rather than pictures of different classes."""
+    """L_cos = 1/(N(N-1)) sum_{i != j} cos(phi_i, phi_j) over the batch's features phi.  Given labels y
+    (beyond the paper): over the pairs of one label only, pushing apart the pictures of a row of Fig. 2."""
     N = phi.shape[0]
     u = F.normalize(phi.flatten(1), dim=1)
     gram = u @ u.T                                               # cos(theta_ij), diagonal 1
@@ -157,8 +155,7 @@ def inversion_loss(logits, phi, p, y, alpha, beta, gamma, cos_pairs="all"):
 def worst_case(f, x, y, eps, random_start=False):
     """x moved to the first-order worst case for label y within the L-inf ball of radius eps: one
     signed-gradient step of CE(f(x), y) (FGSM), clipped to [0, 1].  Gradients still reach x.
-    random_start: from a uniform point in the ball, a step of 1.25 eps, projected back into the
-    ball (Wong et al. 2020: plain FGSM training lets f mask its own gradient)."""
+    random_start: from a uniform point in the ball, a step of 1.25 eps, projected (Wong et al. 2020)."""
     x0 = x + eps * (2 * torch.rand_like(x) - 1) if random_start else x
     x_req = x0.detach().requires_grad_(True)
     with torch.enable_grad():
@@ -174,8 +171,7 @@ def robust_term(f, x, y, eps):
 
 # ==== Beyond the paper: image priors (each an option of the scripts; see the README) ===============
 def activations(features: nn.Sequential, x):
-    """Run f's feature layers on x: (phi(x), [output of every LeakyReLU / ReLU, in order],
-    [(input, layer) of every batch-norm layer])."""
+    """f's feature layers on x: (phi(x), [each LeakyReLU / ReLU's output], [(input, layer) of each batch norm])."""
     acts, bn = [], []
     for layer in features:
         if isinstance(layer, nn.BatchNorm2d):
@@ -223,13 +219,20 @@ def stats_term(acts, stats, y):
 
 
 def bn_term(bn):
-    """DeepInversion's prior (Yin et al. 2020): over f's batch-norm layers, ||batch mean - running
-    mean|| + ||batch variance - running variance|| of each layer's input (float32, as under --amp)."""
+    """DeepInversion's prior (Yin et al. 2020), float32: over f's batch-norm layers, the distances
+    ||batch mean - running mean|| + ||batch variance - running variance|| of each layer's input."""
     if not bn:
         raise UserError("--bn-stats needs batch norm in f, and this dataset's f has none; use --stats")
     with torch.autocast(bn[0][0].device.type, enabled=False):
         return sum((a.float().mean((0, 2, 3)) - layer.running_mean).norm() +
                    (a.float().var((0, 2, 3), unbiased=False) - layer.running_var).norm() for a, layer in bn)
+
+
+def mode_seeking_term(x, z, y):
+    """Mode seeking (Mao et al. 2019): 1 / (mean over pairs i != j of one label of |x_i - x_j| / |z_i - z_j|)."""
+    same = (y[:, None] == y[None, :]) & ~torch.eye(len(y), dtype=torch.bool, device=y.device)
+    d = lambda a: torch.cdist(a.float().flatten(1), a.float().flatten(1), p=1) / a[0].numel()   # noqa: E731
+    return 1 / ((d(x) / d(z).clamp_min(1e-8))[same].mean() + 1e-5) if same.any() else x.new_zeros(())
 
 
 def tv_term(x):
@@ -297,11 +300,9 @@ def signals_held():
 def checked(cast, ok, what):
     """An argparse type: cast(text), refused with 'must be <what>' unless ok(value)."""
     def parse(text):
-        try:
+        with contextlib.suppress(ValueError):
             if ok(value := cast(text)):
                 return value
-        except ValueError:
-            pass
         raise argparse.ArgumentTypeError(f"must be {what}, got {text}")
     return parse
 
@@ -313,7 +314,7 @@ WEIGHT = checked(float, lambda v: math.isfinite(v) and v >= 0, "a finite number 
 MARGIN = checked(lambda t: None if t == "natural" else float(t),          # None: the draw's own
                  lambda v: v is None or (math.isfinite(v) and v >= 0), "'natural' or a number >= 0")
 PAPER = dict(alpha=1.0, beta=1.0, gamma=1.0, robust_eps=0.0, stats=0.0, tv=0.0, bn_stats=0.0, view_shift=0,
-             upsample="transposed", cos_pairs="all")            # --paper
+             upsample="transposed", cos_pairs="all", mode_seeking=0.0)    # --paper
 FLAGS = {  # group: [(flag, type, or choices, or bool for a switch, help)]
     "the paper (Sec. 2): f, G and L_inv": [
         ("--classifier-epochs", POSITIVE, None), ("--classifier-batch-size", POSITIVE, None),
@@ -335,7 +336,8 @@ FLAGS = {  # group: [(flag, type, or choices, or bool for a switch, help)]
         ("--bn-stats", WEIGHT, "weight of DeepInversion's prior on f's batch-norm statistics"),
         ("--view-shift", COUNT, "f sees G's images shifted by up to this many pixels (and flipped where FLIP)"),
         ("--upsample", ["transposed", "resize"], "G's doublings: transposed convolution, or resize + conv"),
-        ("--cos-pairs", ["all", "class"], "L_cos over all pairs of the batch (the paper's), or pairs of one class")],
+        ("--cos-pairs", ["all", "class"], "L_cos over all pairs of the batch (the paper's), or pairs of one class"),
+        ("--mode-seeking", WEIGHT, "weight of the mode-seeking term: different z, different pictures")],
     "running": [
         ("--data-dir", str, None), ("--out-dir", str, None), ("--seed", int, None),
         ("--device", ["auto", "cuda", "mps", "cpu"], "auto: cuda, else mps, else cpu"),
@@ -351,7 +353,7 @@ FLAGS = {  # group: [(flag, type, or choices, or bool for a switch, help)]
         ("--cuda-graph", argparse.BooleanOptionalAction, "on CUDA, G's step as one replayed CUDA graph")]}
 RUNNING = dict(data_dir="./data", device="auto", seed=0, checkpoint_every=500, cuda_graph=True,
                conditioning="vector-matrix", num_generators=1, classifier_adv_eps=0.0,    # all scripts'
-               bn_stats=0.0, view_shift=0, upsample="transposed", cos_pairs="all", judge_width=32)
+               bn_stats=0.0, view_shift=0, upsample="transposed", cos_pairs="all", judge_width=32, mode_seeking=0.0)
 
 
 def one_line_errors(ap):
@@ -408,8 +410,7 @@ def choose_device(name):
 
 
 def emulated_bf16(device):
-    """A CPU's capability where bfloat16 is emulated, many times slower than float32: AVX2 and below,
-    POWER, Z (AVX512 has oneDNN's bfloat16 kernels, ARM's SVE chips BF16 instructions); else None."""
+    """The CPU's capability if bfloat16 is emulated there (slower than float32: not AVX512, not SVE); else None."""
     capability = torch.backends.cpu.get_cpu_capability()
     return capability if device.type == "cpu" and capability not in ("AVX512", "SVE256", "SVE128") else None
 
@@ -424,8 +425,7 @@ def setup(args, presets):
         if getattr(args, flag):
             print(f"--{flag}: " + ", ".join(f"{k}={getattr(args, k)}" for k in preset))
     if device.type == "cpu" and not (args.quick or args.medium or args.dry_run):
-        print("note: a CPU runs the GPU-sized defaults (the ETAs below say how long). "
-              "Add --quick for a 5-minute preview, --medium for 45 minutes.")
+        print("note: a CPU runs the GPU-sized defaults; --quick is a 5-minute preview, --medium 45 minutes.")
     torch.manual_seed(args.seed)                                 # also seeds CUDA
     try:                                                         # a writable --out-dir
         Path(args.out_dir).mkdir(parents=True, exist_ok=True)

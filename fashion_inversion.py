@@ -188,6 +188,8 @@ def inversion_step(G, f, opt, args, stats, device):
             loss = loss + args.bn_stats * common.bn_term(bn)
         if args.tv > 0:                                          # beyond the paper: smoothness
             loss = loss + args.tv * common.tv_term(x)
+        if args.mode_seeking > 0:                                # beyond the paper: varied rows
+            loss = loss + args.mode_seeking * common.mode_seeking_term(x, z, y)
     opt.zero_grad(set_to_none=True)
     loss.backward()                                              # f is frozen: gradients reach G only
     opt.step()

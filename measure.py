@@ -93,9 +93,10 @@ def batches(x, target, size, spec, args):
 
 def trained_judge(spec, data, args, out, device):
     """The judge from out/judge.pt, or trained as f is (same data, epochs, batch size, learning
-    rate, augmentation) and saved there.  (judge, test accuracy, seconds spent training)."""
+    rate, augmentation; never adversarially) and saved there.  (judge, test accuracy, seconds training)."""
     judge = common.place(Judge(data["x_train"].shape[1], len(spec["classes"]), args.judge_width), device)
-    signature = {"dataset": spec["dataset"], "arch": common.architecture(judge), "training": common.f_training(args)}
+    plain = argparse.Namespace(**{**vars(args), "classifier_adv_eps": 0.0})     # the judge is never adversarial
+    signature = {"dataset": spec["dataset"], "arch": common.architecture(judge), "training": common.f_training(plain)}
     path = out / "judge.pt"
     if path.exists() and not args.retrain:
         ckpt = common.load_checkpoint(path, "judge", signature)

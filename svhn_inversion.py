@@ -68,8 +68,7 @@ def parse_args(argv=None):
 # 2. data
 # ------------------------------------------------------------------------------------------------
 def load_data(args, device):
-    """{"x_train", "y_train", "x_test", "y_test"} on the device: x (N, 3, 32, 32) in [0, 1], y (N,)
-    (SVHN's "train" and "test" splits; not "extra")."""
+    """{"x_train", "y_train", "x_test", "y_test"} on the device from SVHN's "train" and "test" (not "extra")."""
     if args.fake_data:
         return common.to_device(*common.fake_splits(SHAPE, len(CLASSES)), SHAPE, args, device)
     folder, names = Path(args.data_dir), ["train_32x32.mat", "test_32x32.mat"]       # torchvision's layout
@@ -83,9 +82,8 @@ def load_data(args, device):
     except common.UserError:
         if not present:
             raise
-        # torchvision checks each file's md5 sum and refuses a copy that is not the published bytes
-        # (a subset, say) though its format is valid; that format is simple, so read it here:
-        # MATLAB {"X": uint8 (32, 32, 3, N), "y": (N, 1), the digit 0 stored as 10}
+        # torchvision refuses a file whose md5 sum is not the published one (a subset, say) though its
+        # format, simple, is valid: MATLAB {"X": uint8 (32, 32, 3, N), "y": (N, 1), digit 0 as 10}
         splits = [read_mat(folder / name, DATASET) for name in names]
     return common.to_device(*splits, SHAPE, args, device)
 
@@ -218,6 +216,8 @@ def inversion_step(G, f, opt, args, stats, device):
             loss = loss + args.bn_stats * common.bn_term(bn)
         if args.tv > 0:                                          # beyond the paper: smoothness
             loss = loss + args.tv * common.tv_term(x)
+        if args.mode_seeking > 0:                                # beyond the paper: varied rows
+            loss = loss + args.mode_seeking * common.mode_seeking_term(x, z, y)
     opt.zero_grad(set_to_none=True)
     loss.backward()                                              # f is frozen: gradients reach G only
     opt.step()

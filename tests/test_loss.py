@@ -87,3 +87,24 @@ def test_tv_term_of_a_constant_image_is_zero_and_of_a_checkerboard_is_two():
     assert common.tv_term(torch.full((2, 1, 8, 8), 0.3)) == 0
     board = (torch.arange(8)[:, None] + torch.arange(8)[None, :]) % 2
     assert abs(common.tv_term(board.float()[None, None]).item() - 2.0) < 1e-6
+
+
+def test_mode_seeking_term_matches_a_loop_over_pairs_of_one_label():
+    g = torch.Generator().manual_seed(3)
+    x, z, y = torch.rand(7, 3, 4, 4, generator=g), torch.randn(7, 5, generator=g), torch.tensor([0, 1, 0, 2, 1, 0, 3])
+    ratios = [(x[i] - x[j]).abs().mean() / (z[i] - z[j]).abs().mean()
+              for i in range(7) for j in range(7) if i != j and y[i] == y[j]]
+    assert len(ratios) == 8                                      # 3 x 2 pairs of label 0, 2 of label 1
+    want = 1 / (sum(ratios) / len(ratios) + 1e-5)
+    assert abs(common.mode_seeking_term(x, z, y).item() - want.item()) < 1e-4
+
+
+def test_mode_seeking_term_falls_as_pictures_of_one_class_differ_and_reaches_x():
+    z, y = torch.randn(4, 6), torch.tensor([0, 0, 1, 1])
+    same = torch.full((4, 1, 5, 5), 0.5) + 0.01 * torch.randn(4, 1, 5, 5)
+    apart = same + torch.tensor([0.3, -0.3, 0.3, -0.3])[:, None, None, None]
+    assert common.mode_seeking_term(apart, z, y) < common.mode_seeking_term(same, z, y) / 5
+    x = apart.clone().requires_grad_(True)
+    common.mode_seeking_term(x, z, y).backward()
+    assert x.grad.abs().sum() > 0
+    assert common.mode_seeking_term(x, z, torch.arange(4)) == 0   # no pair of one label: no term
