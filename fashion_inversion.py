@@ -15,7 +15,7 @@ The file follows the paper, top to bottom:
   4. generator G    Sec. 2: G(z, p, H), vector-matrix conditioning (common.Generator)
   5. inversion      Sec. 2: p = softmax(v), y = argmax p, hot matrix H; x = G(z, p, H);
                     L_inv = alpha KL(P||Q) + beta CE + gamma L_cos (inversion_step);
-                    Sec. 3: the robust term; beyond the paper, marked: two priors.
+                    Sec. 3: the robust term; beyond the paper, marked: priors, levers.
                     train_generator is G's training loop: logging, checkpoints, --resume
   6. results        Fig. 2: samples.png, one row per class; samples.pt; then measure.py
   7. main           sections 2-6 in order

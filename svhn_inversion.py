@@ -15,7 +15,7 @@ The file follows the paper, top to bottom:
   4. generator G    Sec. 2: G(z, p, H), vector-matrix conditioning (common.Generator)
   5. inversion      Sec. 2: p = softmax(v), y = argmax p, hot matrix H; x = G(z, p, H);
                     L_inv = alpha KL(P||Q) + beta CE + gamma L_cos (inversion_step);
-                    Sec. 3: the robust term; beyond the paper, marked: two priors.
+                    Sec. 3: the robust term; beyond the paper, marked: priors, levers.
                     train_generator is G's training loop: logging, checkpoints, --resume
   6. results        Fig. 2: samples.png, one row per class; samples.pt; then measure.py
   7. main           sections 2-6 in order
@@ -46,14 +46,15 @@ DEFAULTS = dict(                                                 # this dataset'
     classifier_epochs=15, classifier_batch_size=512, classifier_lr=2e-3, classifier_width=64,
     augment=True, train_subset=0,                                # f's data: shifts (and flips); all of it
     generator_steps=3000, batch_size=256, lr=2e-3, latent_dim=64, hidden=64, width=128, dropout=0.3,
-    alpha=1.0, beta=5.0, gamma=1.0,                              # L_inv's weights (not in the paper)
-    robust_eps=0.05, stats=1.0, tv=0.0,                          # Sec. 3 in our form; two priors
-    view_shift=2, upsample="resize",                             # colour: f sees shifted views; no checkerboard
+    alpha=1.0, beta=5.0, gamma=10.0, cos_pairs="class",          # L_inv's weights (not in the paper); L_cos in rows
+    robust_eps=0.05, stats=1.0, tv=0.0, bn_stats=1.0,            # Sec. 3 in our form; three priors
+    view_shift=2, upsample="resize", mode_seeking=1.0,           # colour: shifted views, no checkerboard, varied rows
     margin=1.0, log_every=100, eval_per_class=100, distill_steps=2000)
 QUICK = dict(classifier_epochs=2, augment=False, train_subset=15000, classifier_batch_size=128,
              classifier_width=24, generator_steps=400, batch_size=32, width=64, log_every=50,
              eval_per_class=40, distill_steps=80, judge_width=16,   # --quick: 5 min, 2 CPU cores
-             view_shift=0, upsample="transposed")                # (as measured; docs/results.md)
+             view_shift=0, upsample="transposed", gamma=1.0,     # the colour levers off, as measured
+             cos_pairs="all", bn_stats=0.0, mode_seeking=0.0)      # (docs/results.md)
 MEDIUM = dict(classifier_epochs=15, classifier_batch_size=256, classifier_width=32, generator_steps=1500,
               batch_size=64, log_every=100, distill_steps=500)   # --medium: 45 min on 2 CPU cores
 
@@ -82,14 +83,13 @@ def load_data(args, device):
     except common.UserError:
         if not present:
             raise
-        # torchvision refuses a file whose md5 sum is not the published one (a subset, say) though its
-        # format, simple, is valid: MATLAB {"X": uint8 (32, 32, 3, N), "y": (N, 1), digit 0 as 10}
+        # torchvision refuses a file whose md5 sum is not the published one (a subset, say): read it here
         splits = [read_mat(folder / name, DATASET) for name in names]
     return common.to_device(*splits, SHAPE, args, device)
 
 
 def read_mat(path, name):
-    """(x uint8 (N, 3, 32, 32), y (N,)) from one of SVHN's .mat files (scipy reads MATLAB files)."""
+    """(x uint8 (N, 3, 32, 32), y (N,)) from an SVHN file: MATLAB {"X": uint8 (32, 32, 3, N), "y": (N, 1), 0 as 10}."""
     from scipy.io import loadmat
     try:
         mat = loadmat(path)
