@@ -317,3 +317,12 @@ def test_amp_on_a_cpu_that_emulates_bfloat16_runs_in_float32(capability, emulate
     assert args.amp is not emulated and said is emulated
     amp_rows = [name for name, _ in benchmark.inversion_variants(torch.device("cpu")) if "amp" in name]
     assert amp_rows == ([] if emulated else ["project_amp"])
+
+
+def test_lever_cost_times_each_set_of_flags_against_the_first(capsys):
+    sys.path.insert(0, str(ROOT / "tools"))
+    import lever_cost
+    lever_cost.main(["--steps", "1", "--rounds", "1", "--warmup", "0"])
+    rows = [line for line in capsys.readouterr().out.splitlines() if "s/step" in line]
+    assert len(rows) == len(lever_cost.SETS) and rows[0].endswith("ratio 1.00")
+    assert all(float(r.split()[-1]) > 0 for r in rows)

@@ -26,11 +26,12 @@ SETS = {"levers off (before 2026-11-29's change)": OFF,
         "the defaults (all on)": ""}
 
 
-def main():
+def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--steps", type=int, default=15, help="timed steps per set and round")
     ap.add_argument("--rounds", type=int, default=2, help="rounds over the sets, interleaved")
-    cli = ap.parse_args()
+    ap.add_argument("--warmup", type=int, default=10, help="untimed steps first (channels-last kernels warm up)")
+    cli = ap.parse_args(argv)
     device = torch.device("cpu")
     common_flags = "--medium --fake-data --device cpu --classifier-epochs 1 --train-subset 512"
     runs = {}
@@ -44,7 +45,7 @@ def main():
         G = common.place(script.build_generator(args), device).train()
         opt = torch.optim.Adam(G.parameters(), lr=args.lr, betas=(0.5, 0.999))
         step = lambda a=args, G=G, f=f, opt=opt, s=stats: script.inversion_step(G, f, opt, a, s, device)  # noqa: E731
-        for _ in range(10):                                      # channels-last kernels warm up
+        for _ in range(cli.warmup):
             step()
         runs[name] = (step, [])
     for _ in range(cli.rounds):
