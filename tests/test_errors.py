@@ -208,7 +208,7 @@ def test_killed_run_resumes_to_the_same_result_as_an_uninterrupted_run(tmp_path,
 def test_resume_with_more_steps_continues_to_the_new_total(tmp_path, capsys):
     mod = load_script("mnist_inversion")
     mod.main(FAST + ["--generator-steps", "4", "--out-dir", str(tmp_path)])
-    assert "Add --quick" in capsys.readouterr().out          # a CPU run without --quick says so
+    assert "--quick is a 5-minute preview" in capsys.readouterr().out          # a CPU run without --quick says so
     mod.main(FAST + ["--generator-steps", "8", "--out-dir", str(tmp_path), "--resume"])
     assert torch.load(tmp_path / "generator.pt", weights_only=False)["step"] == 8
 
