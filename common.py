@@ -103,11 +103,7 @@ class Generator(nn.Module):
 
 def sampling_mode(G: nn.Module) -> nn.Module:
     """Batch norm on its running statistics; dropout stays on (our choice: a source of variety)."""
-    G.eval()
-    for m in G.modules():
-        if isinstance(m, (nn.Dropout, nn.Dropout2d)):
-            m.train()
-    return G
+    return G.eval().apply(lambda m: m.train() if isinstance(m, (nn.Dropout, nn.Dropout2d)) else None)
 
 
 @torch.no_grad()
@@ -232,7 +228,8 @@ def mode_seeking_term(x, z, y):
     """Mode seeking (Mao et al. 2019): 1 / (mean over pairs i != j of one label of |x_i - x_j| / |z_i - z_j|)."""
     same = (y[:, None] == y[None, :]) & ~torch.eye(len(y), dtype=torch.bool, device=y.device)
     d = lambda a: torch.cdist(a.float().flatten(1), a.float().flatten(1), p=1) / a[0].numel()   # noqa: E731
-    return 1 / ((d(x) / d(z).clamp_min(1e-8))[same].mean() + 1e-5) if same.any() else x.new_zeros(())
+    mean = (d(x) / d(z).clamp_min(1e-8) * same).sum() / same.sum().clamp_min(1)   # no host sync: CUDA graphs
+    return torch.where(same.any(), 1 / (mean + 1e-5), 0.0)
 
 
 def tv_term(x):
@@ -452,11 +449,12 @@ def architecture(model: nn.Module) -> str:
     return f"{type(model).__name__}/{sum(p.numel() for p in model.parameters())} parameters"
 
 
-def f_training(args) -> dict:
-    """How f (and the judge) were trained: a cached one is reused only if trained the same way."""
-    return {k: getattr(args, k) for k in ("fake_data", "classifier_epochs", "classifier_batch_size",
-                                          "classifier_lr", "augment", "train_subset", "classifier_adv_eps")
-            } | ({"adversarial": "fgsm, random start"} if args.classifier_adv_eps else {})
+def f_training(args, adversarial=True) -> dict:
+    """How f (or, adversarial=False, the judge) was trained: a cached one is reused only if trained the same way."""
+    eps = args.classifier_adv_eps if adversarial else 0.0
+    return {k: getattr(args, k) for k in ("fake_data", "classifier_epochs", "classifier_batch_size", "classifier_lr",
+                                          "augment", "train_subset")} | {"classifier_adv_eps": eps} | (
+        {"adversarial": "fgsm, random start"} if eps else {})
 
 
 # ==== Plumbing: --cuda-graph around the scripts' inversion step (G's Adam: capturable=True) =========

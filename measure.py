@@ -95,8 +95,8 @@ def trained_judge(spec, data, args, out, device):
     """The judge from out/judge.pt, or trained as f is (same data, epochs, batch size, learning
     rate, augmentation; never adversarially) and saved there.  (judge, test accuracy, seconds training)."""
     judge = common.place(Judge(data["x_train"].shape[1], len(spec["classes"]), args.judge_width), device)
-    plain = argparse.Namespace(**{**vars(args), "classifier_adv_eps": 0.0})     # the judge is never adversarial
-    signature = {"dataset": spec["dataset"], "arch": common.architecture(judge), "training": common.f_training(plain)}
+    signature = {"dataset": spec["dataset"], "arch": common.architecture(judge),
+                 "training": common.f_training(args, adversarial=False)}     # the judge is never adversarial
     path = out / "judge.pt"
     if path.exists() and not args.retrain:
         ckpt = common.load_checkpoint(path, "judge", signature)

@@ -326,3 +326,10 @@ def test_lever_cost_times_each_set_of_flags_against_the_first(capsys):
     rows = [line for line in capsys.readouterr().out.splitlines() if "s/step" in line]
     assert len(rows) == len(lever_cost.SETS) and rows[0].endswith("ratio 1.00")
     assert all(float(r.split()[-1]) > 0 for r in rows)
+
+
+def test_the_judge_signature_ignores_adversarial_training_of_f():
+    mod = load_script("cifar10_inversion")
+    plain, robust = mod.parse_args([]), mod.parse_args(["--classifier-adv-eps", "0.01"])
+    assert common.f_training(robust) != common.f_training(plain)                  # f is refused
+    assert common.f_training(robust, adversarial=False) == common.f_training(plain)   # the judge is reused

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import benchmark  # noqa: E402
 import cifar10_inversion as script  # noqa: E402
 import common  # noqa: E402
 
@@ -32,33 +33,24 @@ def main(argv=None):
     ap.add_argument("--rounds", type=int, default=2, help="rounds over the sets, interleaved")
     ap.add_argument("--warmup", type=int, default=10, help="untimed steps first (channels-last kernels warm up)")
     cli = ap.parse_args(argv)
-    device = torch.device("cpu")
-    common_flags = "--medium --fake-data --device cpu --classifier-epochs 1 --train-subset 512"
-    runs = {}
+    device, fns = torch.device("cpu"), {}
+    args = script.parse_args("--medium --device cpu".split())
+    torch.manual_seed(0)
+    f = common.place(script.Classifier(len(script.CLASSES), args.classifier_width), device).eval().requires_grad_(False)
+    x, y = torch.rand(200, *script.SHAPE), torch.arange(200) % 10
+    stats = common.feature_statistics(f, common.place(x, device), y, len(script.CLASSES))
     for name, flags in SETS.items():
-        args = script.parse_args((common_flags + " " + flags).split())
-        torch.manual_seed(0)
-        f = common.place(script.Classifier(len(script.CLASSES), args.classifier_width), device).eval()
-        f.requires_grad_(False)
-        x, y = torch.rand(200, *script.SHAPE), torch.arange(200) % 10
-        stats = common.feature_statistics(f, common.place(x, device), y, len(script.CLASSES))
+        args = script.parse_args(("--medium --device cpu " + flags).split())
         G = common.place(script.build_generator(args), device).train()
         opt = torch.optim.Adam(G.parameters(), lr=args.lr, betas=(0.5, 0.999))
-        step = lambda a=args, G=G, f=f, opt=opt, s=stats: script.inversion_step(G, f, opt, a, s, device)  # noqa: E731
-        for _ in range(cli.warmup):
-            step()
-        runs[name] = (step, [])
-    for _ in range(cli.rounds):
-        for name, (step, times) in runs.items():
-            t0 = time.perf_counter()
-            for _ in range(cli.steps):
-                step()
-            times.append((time.perf_counter() - t0) / cli.steps)
-    base = min(runs[next(iter(runs))][1])
+        step = lambda a=args, G=G, opt=opt: (script.inversion_step(G, f, opt, a, stats, device), a.batch_size)[1]  # noqa: E731
+        fns[name] = (step, cli.warmup)
+    rates = benchmark.best_of_rounds(fns, cli.steps, cli.rounds, device)   # images/s, each set's best round
+    base = rates[next(iter(SETS))]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU capability "
           f"{torch.backends.cpu.get_cpu_capability()}; batch {args.batch_size}, best of {cli.rounds} rounds")
-    for name, (_, times) in runs.items():
-        print(f"  {name:<42} {min(times):.3f} s/step   ratio {min(times) / base:.2f}")
+    for name, rate in rates.items():
+        print(f"  {name:<42} {args.batch_size / rate:.3f} s/step   ratio {base / rate:.2f}")
 
 
 if __name__ == "__main__":
