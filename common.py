@@ -217,11 +217,15 @@ def stats_term(acts, stats, y):
 def bn_term(bn):
     """DeepInversion's prior (Yin et al. 2020), float32: over f's batch-norm layers, the distances
     ||batch mean - running mean|| + ||batch variance - running variance|| of each layer's input."""
-    if not bn:
-        raise UserError("--bn-stats needs batch norm in f, and this dataset's f has none; use --stats")
     with torch.autocast(bn[0][0].device.type, enabled=False):
         return sum((a.float().mean((0, 2, 3)) - layer.running_mean).norm() +
                    (a.float().var((0, 2, 3), unbiased=False) - layer.running_var).norm() for a, layer in bn)
+
+
+def check_bn_stats(f, args):
+    """--bn-stats needs batch norm in f: said before f trains, not at G's first step."""
+    if args.bn_stats and not any(isinstance(m, nn.BatchNorm2d) for m in f.features):
+        raise UserError("--bn-stats needs batch norm in f, and this dataset's f has none; use --stats")
 
 
 def mode_seeking_term(x, z, y):
@@ -503,8 +507,7 @@ def open_dataset(make, name, folder, files):
 
 
 def fake_splits(shape, n_classes=10, n_train=3000, n_test=1000, seed=1234):
-    """--fake-data: a smooth pattern per class, times a brightness, plus noise; learnable, the
-    same every time.  ((x_train uint8 (N, C, H, W), y_train), (x_test, y_test))."""
+    """--fake-data: per class a smooth pattern x a brightness + noise, learnable, the same every time."""
     g = torch.Generator().manual_seed(seed)
     patterns = F.interpolate(torch.rand(n_classes, shape[0], 5, 5, generator=g), size=shape[1:], mode="bilinear")
     splits = []

@@ -136,6 +136,7 @@ def trained_classifier(data, args, out, device):
     """f from out/classifier.pt if it was trained the same way, else trained and saved there;
     then frozen (eval mode: dropout off; no gradient reaches its weights).  (f, test accuracy)."""
     f = common.place(Classifier(len(CLASSES), args.classifier_width), device)
+    common.check_bn_stats(f, args)                               # before f trains, not after
     signature = {"dataset": DATASET, "arch": common.architecture(f), "training": common.f_training(args)}
     path = out / "classifier.pt"
     if path.exists() and not args.retrain:

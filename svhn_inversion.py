@@ -74,9 +74,7 @@ def load_data(args, device):
         return common.to_device(*common.fake_splits(SHAPE, len(CLASSES)), SHAPE, args, device)
     folder, names = Path(args.data_dir), ["train_32x32.mat", "test_32x32.mat"]       # torchvision's layout
     present = all((folder / name).is_file() for name in names)           # else torchvision downloads
-
-    def svhn(split):
-        return torchvision.datasets.SVHN(args.data_dir, split, download=not present)
+    svhn = lambda split: torchvision.datasets.SVHN(args.data_dir, split, download=not present)  # noqa: E731
     try:
         splits = [common.open_dataset(lambda: svhn(split), DATASET, folder, names) for split in ("train", "test")]
         splits = [(s.data, s.labels) for s in splits]        # torchvision: (N, 3, 32, 32), digit 0 as 0
@@ -164,6 +162,7 @@ def trained_classifier(data, args, out, device):
     """f from out/classifier.pt if it was trained the same way, else trained and saved there;
     then frozen (eval mode: dropout off; no gradient reaches its weights).  (f, test accuracy)."""
     f = common.place(Classifier(len(CLASSES), args.classifier_width), device)
+    common.check_bn_stats(f, args)                               # before f trains, not after
     signature = {"dataset": DATASET, "arch": common.architecture(f), "training": common.f_training(args)}
     path = out / "classifier.pt"
     if path.exists() and not args.retrain:

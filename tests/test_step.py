@@ -72,11 +72,16 @@ def test_bn_term_is_zero_at_the_running_statistics_and_matches_the_formula():
     assert common.bn_term(bn) < 1e-4
 
 
-def test_bn_stats_on_a_classifier_without_batch_norm_is_a_clear_error():
-    f = load_script("mnist_inversion").Classifier(10).eval()
-    _, _, bn = common.activations(f.features, torch.rand(2, 1, 28, 28))
-    with pytest.raises(common.UserError, match="--bn-stats needs batch norm"):
-        common.bn_term(bn)
+def test_bn_stats_on_a_classifier_without_batch_norm_is_refused_before_f_trains(tmp_path, capsys, monkeypatch):
+    mod = load_script("mnist_inversion")
+    monkeypatch.setattr(mod, "train_classifier", lambda *a: pytest.fail("f trained before --bn-stats was refused"))
+    with pytest.raises(SystemExit) as e:
+        mod.main(["--fake-data", "--dry-run", "--device", "cpu", "--bn-stats", "1", "--out-dir", str(tmp_path)])
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and len(err.splitlines()) == 1 and "--bn-stats needs batch norm" in err
+    assert not (tmp_path / "classifier.pt").exists()
+    colour = load_script("cifar10_inversion")               # f with batch norm: no complaint
+    common.check_bn_stats(colour.Classifier(10), colour.parse_args(["--bn-stats", "1"]))
 
 
 def test_step_gradient_equals_the_gradient_of_the_paper_loss():
