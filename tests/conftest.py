@@ -1,5 +1,6 @@
 """Shared test helpers: the repository root on sys.path, the scripts by name, CPU threads."""
 import importlib
+import signal
 import sys
 from pathlib import Path
 
@@ -32,3 +33,12 @@ def no_download(monkeypatch):
                          (torchvision.datasets.cifar, "download_and_extract_archive"),
                          (torchvision.datasets.svhn, "download_url")]:
         monkeypatch.setattr(module, name, refuse)
+
+
+@pytest.fixture
+def ctrl_c():
+    """SIGINT raises KeyboardInterrupt here, as at a terminal, even where pytest started with it
+    ignored (a shell without job control starts a background command `cmd &` that way)."""
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, old)

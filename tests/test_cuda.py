@@ -118,7 +118,7 @@ def test_a_graph_checkpoint_resumes_on_the_cpu(tmp_path):
 
 
 @cuda
-def test_interrupt_during_replay_then_resume(tmp_path, monkeypatch, capsys):
+def test_interrupt_during_replay_then_resume(tmp_path, monkeypatch, capsys, ctrl_c):
     replay, replays = torch.cuda.CUDAGraph.replay, []
 
     def replay_then_ctrl_c(self):

@@ -274,7 +274,7 @@ def test_a_checkpoint_written_under_the_cuda_graph_resumes_on_a_cpu(tmp_path, ca
     assert all(s["step"].item() == 8 and s["step"].device.type == "cpu" for s in resumed["optimizer"]["state"].values())
 
 
-def test_an_interrupt_after_a_step_saves_the_count_its_weights_hold(tmp_path, monkeypatch, capsys):
+def test_an_interrupt_after_a_step_saves_the_count_its_weights_hold(tmp_path, monkeypatch, capsys, ctrl_c):
     # Ctrl-C arriving as the third step returns, before the loop counts it: the saved step must
     # be the number of updates in the saved weights (Adam counts them too), else a resumed run
     # would do one update too many
