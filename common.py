@@ -75,8 +75,8 @@ class Generator(nn.Module):
     conditioning: "vector-matrix" (the paper's), "vector" (no H), or "label" (an embedding of y
     and no H: the baseline the paper calls ineffective).  upsample: "transposed" (the paper's) or "resize"."""
 
-    def __init__(self, channels=1, image_size=28, n_classes=10, latent_dim=64, hidden=64,
-                 width=128, dropout=0.3, conditioning="vector-matrix", upsample="transposed"):
+    def __init__(self, channels=1, image_size=28, n_classes=10, latent_dim=64, hidden=64, width=128,
+                 dropout=0.3, conditioning="vector-matrix", upsample="transposed", stage1_dropout=0.0):
         super().__init__()
         self.n, self.latent_dim, self.conditioning = n_classes, latent_dim, conditioning
         self.image_shape = (channels, image_size, image_size)
@@ -84,7 +84,7 @@ class Generator(nn.Module):
         self.embed = nn.Embedding(n, hidden) if conditioning == "label" else nn.Linear(n, hidden)
         self.stage1 = nn.Sequential(                             # (hidden+latent, 1, 1) -> (width, n, n)
             nn.ConvTranspose2d(hidden + latent_dim, width, n, bias=False),
-            nn.BatchNorm2d(width), nn.LeakyReLU(0.2))
+            nn.BatchNorm2d(width), nn.LeakyReLU(0.2), *([nn.Dropout2d(stage1_dropout)] if stage1_dropout else []))
         h_channels = 1 if conditioning == "vector-matrix" else 0
         self.stage2 = nn.Sequential(                             # (width+1, n, n) -> (width/4, S, S)
             UpBlock(width + h_channels, width // 2, n, half, dropout, upsample == "resize"),
@@ -101,19 +101,37 @@ class Generator(nn.Module):
         return torch.sigmoid(self.to_image(h))                   # (N, C, S, S) in [0, 1]
 
 
+class Generators(nn.ModuleList):
+    """Fig. 2's columns, "each column corresponds to a different generator": K generators trained
+    together on one batch.  The batch is cut into K parts, part k made by G_k, and f sees the
+    whole batch at once, so K generators cost about what one does.  K = 1: G itself."""
+
+    def __init__(self, generators):
+        super().__init__(generators)
+        self.latent_dim, self.image_shape = self[0].latent_dim, self[0].image_shape
+
+    def forward(self, z, p, H):
+        K = len(self)
+        parts = zip(self, z.tensor_split(K), p.tensor_split(K), H.tensor_split(K))
+        return torch.cat([G_k(z_k, p_k, H_k) for G_k, z_k, p_k, H_k in parts])
+
+
 def sampling_mode(G: nn.Module) -> nn.Module:
     """Batch norm on its running statistics; dropout stays on (our choice: a source of variety)."""
     return G.eval().apply(lambda m: m.train() if isinstance(m, (nn.Dropout, nn.Dropout2d)) else None)
 
 
 @torch.no_grad()
-def generate(G, y, n, intensity=None, batch=1000):
-    """Images for the chosen labels y, conditioned as conditioning_for_labels describes."""
-    out = []
-    for y_chunk in y.split(batch):
-        p, _, H = conditioning_for_labels(y_chunk, n, intensity)
-        out.append(G(torch.randn(len(y_chunk), G.latent_dim, device=y.device), p, H))
-    return torch.cat(out)
+def generate(G, y, n, intensity=None, owner=None, batch=1000):
+    """Images for the chosen labels y, conditioned as conditioning_for_labels describes; image i
+    made by generator owner[i] of G (Generators; default i mod K)."""
+    owner = torch.arange(len(y), device=y.device) % len(G) if owner is None else owner
+    x = torch.empty(len(y), *G.image_shape, device=y.device)
+    for k, G_k in enumerate(G):
+        for idx in torch.nonzero(owner == k)[:, 0].split(batch):
+            p, _, H = conditioning_for_labels(y[idx], n, intensity)
+            x[idx] = G_k(torch.randn(len(idx), G_k.latent_dim, device=y.device), p, H)
+    return x
 
 
 # ==== Section 2: the inversion loss  L_inv = alpha * L_KL + beta * L_CE + gamma * L_cos ============
@@ -324,6 +342,7 @@ FLAGS = {  # group: [(flag, type, or choices, or bool for a switch, help)]
         ("--batch-size", POSITIVE, "G's batch size N"), ("--lr", NUMBER, "G's learning rate"),
         ("--latent-dim", POSITIVE, "size of z"), ("--hidden", POSITIVE, "size of the linear map of p"),
         ("--width", POSITIVE, "G's channels after stage 1"), ("--dropout", WEIGHT, "G's dropout rate"),
+        ("--stage1-dropout", WEIGHT, "dropout after stage 1's up-convolution too (0: stage 2 only)"),
         ("--conditioning", ["vector-matrix", "vector", "label"], "G is told p and H (the paper's), p, or y"),
         ("--alpha", NUMBER, "weight of L_KL"), ("--beta", NUMBER, "weight of L_CE"),
         ("--gamma", NUMBER, "weight of L_cos"), ("--num-generators", POSITIVE, "K generators: Fig. 2's columns"),
@@ -338,7 +357,8 @@ FLAGS = {  # group: [(flag, type, or choices, or bool for a switch, help)]
         ("--view-shift", COUNT, "f sees G's images shifted by up to this many pixels (and flipped where FLIP)"),
         ("--upsample", ["transposed", "resize"], "G's doublings: transposed convolution, or resize + conv"),
         ("--cos-pairs", ["all", "class"], "L_cos over all pairs of the batch (the paper's), or pairs of one class"),
-        ("--mode-seeking", WEIGHT, "weight of the mode-seeking term: different z, different pictures")],
+        ("--mode-seeking", WEIGHT, "weight of the mode-seeking term: different z, different pictures"),
+        ("--mode-seeking-on", ["pixels", "features"], "mode seeking's distance: of the images, or of phi")],
     "running": [
         ("--data-dir", str, None), ("--out-dir", str, None), ("--seed", int, None),
         ("--device", ["auto", "cuda", "mps", "cpu"], "auto: cuda, else mps, else cpu"),
@@ -354,7 +374,8 @@ FLAGS = {  # group: [(flag, type, or choices, or bool for a switch, help)]
         ("--cuda-graph", argparse.BooleanOptionalAction, "on CUDA, G's step as one replayed CUDA graph")]}
 RUNNING = dict(data_dir="./data", device="auto", seed=0, checkpoint_every=500, cuda_graph=True,
                conditioning="vector-matrix", num_generators=1, classifier_adv_eps=0.0,    # all scripts'
-               bn_stats=0.0, view_shift=0, upsample="transposed", cos_pairs="all", judge_width=32, mode_seeking=0.0)
+               bn_stats=0.0, view_shift=0, upsample="transposed", cos_pairs="all", judge_width=32, mode_seeking=0.0,
+               stage1_dropout=0.0, mode_seeking_on="pixels")
 
 
 def one_line_errors(ap):
@@ -392,6 +413,10 @@ def parse_args(argv, description, dataset, defaults, presets):
         args.eval_per_class, args.log_every, args.distill_steps = min(args.eval_per_class, 8), 2, min(args.distill_steps, 2)
     if args.resume and args.retrain:
         raise UserError("--resume and --retrain contradict each other; pick one")
+    for flag in ("batch_size", "eval_per_class"):              # each generator needs a share and a column
+        if getattr(args, flag) < args.num_generators:
+            raise UserError(f"--{flag.replace('_', '-')} {getattr(args, flag)} is smaller than "
+                            f"--num-generators {args.num_generators}: each generator needs a share")
     return args
 
 

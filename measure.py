@@ -13,7 +13,13 @@ losses.png, and prints a summary.  metrics.json["inversion"], for the samples of
                        target and low here
   diversity_ratio      mean pairwise pixel distance within a class over that of real test images
   feature_cosine       mean cosine of f's features within a class (what L_cos lowers); _real: the same
-                       for real test images
+                       for real test images; feature_cosine_judge(_real): in the judge's features
+  recall, coverage     variety where a change of colour cannot flatter it: per class, in the judge's
+                       features, samples against as many real test images.  recall (Kynkaanniemi
+                       et al. 2019, k = 3): the share of real images inside some sample's ball (its
+                       radius the distance to the sample's 3rd nearest sample); coverage (Naeem et
+                       al. 2020, k = 5): the share of real images whose ball among the real (5th
+                       nearest) holds a sample; _real: one half of the test set against the other
   frechet_distance     between the judge's features of the samples and of the test images;
                        _real: two halves of the test set; frechet_reference: stand-ins made of
                        training images (plain, with pixel noise, class means) at the samples' size
@@ -112,7 +118,7 @@ def trained_judge(spec, data, args, out, device):
     return judge, accuracy, time.time() - t0
 
 
-def distillation(spec, Gs, f, data, args, device):
+def distillation(spec, G, f, data, args, device):
     """Data-free distillation: fresh students (Judge) trained for --distill-steps batches to match
     f's softmax outputs, on G's samples (conditioned as in training) or on real training images;
     both tested on the real test images."""
@@ -122,7 +128,6 @@ def distillation(spec, Gs, f, data, args, device):
 
     @torch.no_grad()
     def from_G():
-        G = Gs[torch.randint(len(Gs), ()).item()]
         p, _, H = common.sample_conditioning(B, n, device)
         x = G(torch.randn(B, G.latent_dim, device=device), p, H)
         x = common.augment(x, flip=spec["flip"]) if args.augment else x
@@ -161,6 +166,53 @@ def frechet_distance(a, b):
     middle = torch.linalg.eigvalsh(root_a @ S_b @ root_a).clamp_min(0)    # eig of S_a^½ S_b S_a^½
     mean_part = (a.mean(0) - b.mean(0)).square().sum()
     return (mean_part + S_a.trace() + S_b.trace() - 2 * middle.sqrt().sum()).clamp_min(0).item()
+
+
+def knn_radius(a, k):
+    """Per row of a (N, D): the distance to its k-th nearest other row (the row itself is 0th)."""
+    return distances(a, a).kthvalue(k + 1, dim=1).values
+
+
+def distances(a, b):
+    """Euclidean distances of rows, from differences (the same on every CPU), in float64."""
+    return torch.cdist(a.double(), b.double(), compute_mode="donot_use_mm_for_euclid_dist")
+
+
+def recall(real, fake, k=3):
+    """Kynkaanniemi et al. 2019: the share of real points inside some fake point's ball, its
+    radius that fake point's distance to its k-th nearest fake neighbour.  One picture per class
+    (recoloured or not) makes those balls tiny: recall near 0."""
+    return (distances(real, fake) <= knn_radius(fake, k)[None, :]).any(1).double().mean().item()
+
+
+def coverage(real, fake, k=5):
+    """Naeem et al. 2020: the share of real points whose ball (radius: the distance to the k-th
+    nearest real neighbour) holds at least one fake point."""
+    return (distances(real, fake).min(1).values <= knn_radius(real, k)).double().mean().item()
+
+
+def variety(fake_feats, fake_labels, real_feats, real_labels, n_classes, k_max=5):
+    """Recall and coverage per class in the judge's features, samples against as many real test
+    images; beside each, one half of the test set against the other (interleaved halves: a test
+    set may be sorted by class), at the same size m, the fewest of the three.  A class with
+    m <= 5 (too few for the balls) is None; the means are over the classes measured."""
+    A, B = (real_feats[0::2], real_labels[0::2]), (real_feats[1::2], real_labels[1::2])
+    keys = ("recall", "recall_real", "coverage", "coverage_real")
+    per_class = {key: [] for key in keys}
+    for c in range(n_classes):
+        fake, a, b = fake_feats[fake_labels == c], A[0][A[1] == c], B[0][B[1] == c]
+        m = min(len(fake), len(a), len(b))
+        fake, a, b = fake[:m], a[:m], b[:m]
+        scores = ((recall(a, fake), recall(a, b), coverage(a, fake), coverage(a, b)) if m > k_max
+                  else (None,) * 4)
+        for key, score in zip(keys, scores):
+            per_class[key].append(score)
+
+    def mean(values):
+        values = [v for v in values if v is not None]
+        return sum(values) / len(values) if values else None
+    return {**{key: mean(v) for key, v in per_class.items()},
+            **{f"per_class_{key}": per_class[key] for key in ("recall", "coverage")}}
 
 
 def nearest_neighbours(x, x_train, batch=256, candidates=8):
@@ -238,14 +290,17 @@ def inversion_metrics(images, labels, f, judge, data, n_classes):
     j_pred = torch.cat([judge(c).argmax(1) for c in images.split(1000)])
     hit = f_prob.argmax(1) == labels
     x_te, y_te = data["x_test"], data["y_test"]
-    phi, div_ratios, cosines, cosines_real = features_of(f, images), [], [], []
+    phi, psi, real_feats = features_of(f, images), features_of(judge, images), features_of(judge, x_te)
+    div_ratios, cosines = [], {"f": [], "f_real": [], "judge": [], "judge_real": []}
     for c in range(n_classes):
         fake, real = images[labels == c], x_te[y_te == c][:int((labels == c).sum())]
         real_d = mean_pairwise_distance(real)
         div_ratios.append(mean_pairwise_distance(fake) / real_d if real_d > 0 else 0.0)
-        cosines.append(mean_pairwise_cosine(phi[labels == c]))
-        cosines_real.append(mean_pairwise_cosine(features_of(f, real)))
-    real_feats = features_of(judge, x_te)
+        cosines["f"].append(mean_pairwise_cosine(phi[labels == c]))
+        cosines["f_real"].append(mean_pairwise_cosine(features_of(f, real)))
+        cosines["judge"].append(mean_pairwise_cosine(psi[labels == c]))
+        cosines["judge_real"].append(mean_pairwise_cosine(real_feats[y_te == c][:len(real)]))
+    cos = {key: sum(v) / n_classes for key, v in cosines.items()}
     half = torch.randperm(len(real_feats), device=real_feats.device).split((len(real_feats) + 1) // 2)
     return {
         "target_accuracy": hit.float().mean().item(),
@@ -255,9 +310,10 @@ def inversion_metrics(images, labels, f, judge, data, n_classes):
         "per_class_judge_accuracy": [(j_pred[labels == c] == c).float().mean().item() for c in range(n_classes)],
         "diversity_ratio": sum(div_ratios) / n_classes,
         "per_class_diversity_ratio": div_ratios,
-        "feature_cosine": sum(cosines) / n_classes,
-        "feature_cosine_real": sum(cosines_real) / n_classes,
-        "frechet_distance": frechet_distance(features_of(judge, images), real_feats),
+        "feature_cosine": cos["f"], "feature_cosine_real": cos["f_real"],
+        "feature_cosine_judge": cos["judge"], "feature_cosine_judge_real": cos["judge_real"],
+        **variety(psi, labels, real_feats, y_te, n_classes),
+        "frechet_distance": frechet_distance(psi, real_feats),
         "frechet_distance_real": frechet_distance(real_feats[half[0]], real_feats[half[1]]),
         "frechet_reference": frechet_references(judge, labels, data, real_feats, n_classes),
         "nn_distance": nearest_neighbours(images, data["x_train"])[0].mean().item(),
@@ -323,7 +379,7 @@ def losses_figure(path, history):
     save_figure(fig, path)
 
 
-def figures(spec, out, Gs, x, y, data, history, seed):
+def figures(spec, out, G, x, y, data, history, seed):
     """nearest.png, intensity.png, losses.png."""
     classes, n, device = spec["classes"], len(spec["classes"]), x.device
     picks = torch.cat([torch.nonzero(y == c)[:3, 0] for c in range(n)])      # three samples per class
@@ -333,7 +389,7 @@ def figures(spec, out, Gs, x, y, data, history, seed):
     image_grid(out / "nearest.png", list(pairs.split(per_row)), classes, ["sample", "nearest"] * (per_row // 2),
                "samples beside their nearest training images")
     margins = torch.tensor([0.01, 0.1, 0.3, 0.6, 1.0, 2.0, 4.0, 8.0], device=device)
-    G, rows = Gs[0].eval(), []                                   # dropout off: only the margin varies
+    G, rows = G[0].eval(), []                                    # dropout off: only the margin varies
     for c in range(n):
         torch.manual_seed(seed + c)
         z, v = torch.randn(1, G.latent_dim, device=device), torch.randn(1, n, device=device)
@@ -355,8 +411,14 @@ def print_summary(metrics):
             ("judge accuracy (judge on samples)", inv["judge_accuracy"]),
             ("mean confidence", inv["mean_confidence"]),
             ("diversity ratio (samples / real)", inv["diversity_ratio"]),
-            ("feature cosine within class", inv["feature_cosine"]),
+            ("feature cosine within class (f)", inv["feature_cosine"]),
             ("  real test images", inv["feature_cosine_real"]),
+            ("feature cosine within class (judge)", inv["feature_cosine_judge"]),
+            ("  real test images", inv["feature_cosine_judge_real"]),
+            ("recall, k=3 (judge features)", inv["recall"]),
+            ("  real vs real reference", inv["recall_real"]),
+            ("coverage, k=5 (judge features)", inv["coverage"]),
+            ("  real vs real reference", inv["coverage_real"]),
             ("Frechet distance (judge features)", inv["frechet_distance"]),
             ("  real vs real reference", inv["frechet_distance_real"]),
             *[(f"  {k.replace('_', ' ')}", v) for k, v in inv["frechet_reference"].items()],
@@ -367,19 +429,18 @@ def print_summary(metrics):
             ("seconds, total", metrics["seconds"]["total"])]
     print(f"\nsummary (samples at margin {metrics['config']['margin'] or 'natural'})")
     for name, value in rows:
-        print(f"  {name:<36} {value:10.4f}")
+        print(f"  {name:<36} " + ("  not measured (too few samples)" if value is None else f"{value:10.4f}"))
     print(f"  {'by sampling margin':<24} {'target':>8} {'judge':>8} {'diversity':>10}")
     for m, r in metrics["inversion_by_margin"].items():
         print(f"    {m:<22} {r['target_accuracy']:8.3f} {r['judge_accuracy']:8.3f} {r['diversity_ratio']:10.3f}")
 
 
-def report(spec, out, args, data, f, f_accuracy, Gs, x, y, history, seconds, t_start):
+def report(spec, out, args, data, f, f_accuracy, G, x, y, history, seconds, t_start):
     """Everything above for one run: judge, metrics, figures, metrics.json, the summary.
     spec: {"dataset", "classes", "flip"} of the script.  Returns metrics.json's content."""
     t0, n, device = time.time(), len(spec["classes"]), x.device
     judge, judge_accuracy, seconds["judge"] = trained_judge(spec, data, args, out, device)
-    for G in Gs:
-        common.sampling_mode(G)
+    common.sampling_mode(G)
     parts, t = {}, time.time()                                   # seconds of each part of the measuring
 
     def timed(name, value):
@@ -387,10 +448,10 @@ def report(spec, out, args, data, f, f_accuracy, Gs, x, y, history, seconds, t_s
         parts[name], t = time.time() - t, time.time()
         return value
     inversion = timed("metrics", inversion_metrics(x, y, f, judge, data, n))
-    timed("figures", figures(spec, out, Gs, x, y, data, history, args.seed))
+    timed("figures", figures(spec, out, G, x, y, data, history, args.seed))
     by_margin = timed("margins", {("natural" if m is None else f"{m:g}"):
-                                  margin_scores(Gs[0], f, judge, data, n, m, args.eval_per_class) for m in MARGINS})
-    distilled = timed("distillation", distillation(spec, Gs, f, data, args, device) if args.distill_steps else {})
+                                  margin_scores(G, f, judge, data, n, m, args.eval_per_class) for m in MARGINS})
+    distilled = timed("distillation", distillation(spec, G, f, data, args, device) if args.distill_steps else {})
     seconds.update(measure=time.time() - t0 - seconds["judge"], measure_parts=parts, total=time.time() - t_start)
     metrics = {"dataset": spec["dataset"], "fake_data": args.fake_data,
                "device": str(device) + (f" ({torch.cuda.get_device_name()})" if device.type == "cuda" else ""),
@@ -428,12 +489,8 @@ def rescore(argv=None):
     ckpt = common.load_checkpoint(run / "classifier.pt", "classifier", {"dataset": script.DATASET})
     f.load_state_dict(ckpt["model"])
     f.eval().requires_grad_(False)
-    Gs = []
-    for k in range(args.num_generators):
-        G = common.place(script.build_generator(args), device)
-        G.load_state_dict(common.load_checkpoint(run / ("generator.pt" if k == 0 else f"generator_{k}.pt"),
-                                                 "generator", {"dataset": script.DATASET})["model"])
-        Gs.append(G)
+    G = common.place(script.build_generator(args), device)
+    G.load_state_dict(first["model"])
     try:
         samples = torch.load(run / "samples.pt")
         x, y = samples["images"].to(device), samples["labels"].to(device)
@@ -441,7 +498,7 @@ def rescore(argv=None):
         raise common.UserError(f"{run / 'samples.pt'} is not a readable samples file ({type(e).__name__})") from None
     old = json.loads((run / "metrics.json").read_text()).get("seconds", {}) if (run / "metrics.json").is_file() else {}
     spec = dict(dataset=script.DATASET, classes=script.CLASSES, flip=script.FLIP)
-    return report(spec, out, args, data, f, ckpt["test_accuracy"], Gs, x, y, first["history"],
+    return report(spec, out, args, data, f, ckpt["test_accuracy"], G, x, y, first["history"],
                   {k: old[k] for k in ("data", "classifier", "generator") if k in old}, t_start)
 
 

@@ -184,10 +184,12 @@ def trained_classifier(data, args, out, device):
 # ------------------------------------------------------------------------------------------------
 # [same in all four scripts: generator]
 def build_generator(args):
-    """p --Linear--> ++ z --> n x n (stage 1) --> ++ H --> image size (stage 2); common.Generator."""
-    return common.Generator(channels=SHAPE[0], image_size=SHAPE[1], n_classes=len(CLASSES),
-                            latent_dim=args.latent_dim, hidden=args.hidden, width=args.width,
-                            dropout=args.dropout, conditioning=args.conditioning, upsample=args.upsample)
+    """p --Linear--> ++ z --> n x n (stage 1) --> ++ H --> image size (stage 2); common.Generator,
+    --num-generators of them trained together (common.Generators: Fig. 2's columns)."""
+    return common.Generators([common.Generator(
+        channels=SHAPE[0], image_size=SHAPE[1], n_classes=len(CLASSES), latent_dim=args.latent_dim,
+        hidden=args.hidden, width=args.width, dropout=args.dropout, conditioning=args.conditioning,
+        upsample=args.upsample, stage1_dropout=args.stage1_dropout) for _ in range(args.num_generators)])
 # [end]
 
 
@@ -216,7 +218,8 @@ def inversion_step(G, f, opt, args, stats, device):
         if args.tv > 0:                                          # beyond the paper: smoothness
             loss = loss + args.tv * common.tv_term(x)
         if args.mode_seeking > 0:                                # beyond the paper: varied rows
-            loss = loss + args.mode_seeking * common.mode_seeking_term(x, z, y)
+            loss = loss + args.mode_seeking * common.mode_seeking_term(x if args.mode_seeking_on == "pixels"
+                                                                       else phi, z, y)
     opt.zero_grad(set_to_none=True)
     loss.backward()                                              # f is frozen: gradients reach G only
     opt.step()
@@ -226,16 +229,16 @@ def inversion_step(G, f, opt, args, stats, device):
 
 
 # [same in all four scripts: generator loop]
-def train_generator(f, stats, args, out, device, k=0):
-    """Generator k's training loop: Adam on G's weights only, --generator-steps inversion_steps.
+def train_generator(f, stats, args, out, device):
+    """G's training loop: Adam on G's weights only, --generator-steps inversion_steps.
     Prints the mean terms every --log-every steps (and every 15 s), saves generator.pt every
     --checkpoint-every steps, at the end and on Ctrl-C; --resume continues from it.  The loss
     terms stay on the device between lines.  Returns (G, the printed history)."""
-    torch.manual_seed(args.seed + k)                             # the same whether f was cached or not
+    torch.manual_seed(args.seed)                                 # the same whether f was cached or not
     G = common.place(build_generator(args), device).train()
     graph = args.cuda_graph and device.type == "cuda"            # --cuda-graph: the step replayed
     opt = torch.optim.Adam(G.parameters(), lr=args.lr, betas=(0.5, 0.999), capturable=graph)
-    path = out / ("generator.pt" if k == 0 else f"generator_{k}.pt")
+    path = out / "generator.pt"
     signature = {"dataset": DATASET, "arch": common.architecture(G)}
     step, history = 0, {key: [] for key in ("step",) + common.TERMS}
     if args.resume and path.exists():
@@ -244,7 +247,7 @@ def train_generator(f, stats, args, out, device, k=0):
         common.load_optimizer(opt, ckpt["optimizer"], graph)         # from any device or mode
         step, history = ckpt["step"], ckpt["history"]
         common.rng_state(device, ckpt["rng"])
-        print(f"G{k}: resuming {path} from step {step}")
+        print(f"G: resuming {path} from step {step}")
 
     def save():
         common.save_checkpoint(path, {"kind": "generator", **signature, "step": step, "model": G.state_dict(),
@@ -252,7 +255,7 @@ def train_generator(f, stats, args, out, device, k=0):
                                       "rng": common.rng_state(device), "config": vars(args)})
     train_step = lambda: inversion_step(G, f, opt, args, stats, device)                 # noqa: E731
     train_step = common.GraphedStep(train_step) if graph else train_step
-    print(f"G{k}: {common.architecture(G)}, {args.generator_steps} steps of batch {args.batch_size}"
+    print(f"G: {common.architecture(G)}, {args.generator_steps} steps of batch {args.batch_size}"
           + (" (as a CUDA graph)" if graph else ""))
     sums, since, start, t0 = 0, step, step, time.time()
     last = t0
@@ -268,7 +271,7 @@ def train_generator(f, stats, args, out, device, k=0):
                                            f"good checkpoint {path} is kept; try a smaller --lr")
                 for key, value in zip(("step",) + common.TERMS, [step] + mean):
                     history[key].append(value)
-                print(f"G{k} step {step}/{args.generator_steps}  L_inv {mean[0] - mean[4]:.4f} (KL {mean[1]:.4f} "
+                print(f"G step {step}/{args.generator_steps}  L_inv {mean[0] - mean[4]:.4f} (KL {mean[1]:.4f} "
                       f"CE {mean[2]:.4f} cos {mean[3]:.4f})  robust+priors {mean[4]:.4f}  f(x)=y {mean[5]:.3f}  "
                       f"{common.eta(t0, step - start, args.generator_steps - start)}")
                 if done or step % args.checkpoint_every == 0:
@@ -288,18 +291,16 @@ def train_generator(f, stats, args, out, device, k=0):
 # ------------------------------------------------------------------------------------------------
 # [same in all four scripts: results]
 @torch.no_grad()
-def save_samples(Gs, args, out, device):
-    """samples.pt: --eval-per-class fresh samples per class at --margin, column j of each class
+def save_samples(G, args, out, device):
+    """samples.pt: --eval-per-class fresh samples per class at --margin, sample j of each class
     from generator j mod K; samples.png (Fig. 2): one row per class (in CLASSES' order), its first
-    ten samples (with K > 1 generators, one column per generator).  Returns (x, y)."""
+    ten samples (or K, with more generators): column j from generator j mod K.  Returns (x, y)."""
     n, per = len(CLASSES), args.eval_per_class
     y = torch.arange(n, device=device).repeat_interleave(per)                # 0 0 ... 1 1 ... 9
-    owner = torch.arange(per, device=device).repeat(n) % len(Gs)
-    x = torch.empty(len(y), *SHAPE, device=device)
-    for k, G in enumerate(Gs):
-        x[owner == k] = common.generate(common.sampling_mode(G), y[owner == k], n, args.margin)
+    owner = torch.arange(per, device=device).repeat(n) % len(G)
+    x = common.generate(common.sampling_mode(G), y, n, args.margin, owner)
     common.save_checkpoint(out / "samples.pt", {"images": x.float().clamp(0, 1).cpu(), "labels": y.cpu()})
-    columns = len(Gs) if len(Gs) > 1 else min(per, 10)
+    columns = min(per, max(10, len(G)))
     images = F.interpolate(x.view(n, per, *SHAPE)[:, :columns].flatten(0, 1), scale_factor=2.0)  # 2x, for eyes
     grid = torchvision.utils.make_grid(images, nrow=columns, padding=2, pad_value=1.0)   # (3, H', W')
     page = Image.new("RGB", (grid.shape[2] + 80, grid.shape[1]), "white")           # class names at left
@@ -325,10 +326,9 @@ def run(argv=None):
     f, f_accuracy = trained_classifier(data, args, out, device)              # 3. f, trained, frozen
     stats = common.feature_statistics(f, data["x_train"], data["y_train"], len(CLASSES))   # prior's targets
     t.append(time.time())
-    Gs, histories = zip(*[train_generator(f, stats, args, out, device, k)
-                          for k in range(args.num_generators)])              # 4.-5. G against f
+    G, history = train_generator(f, stats, args, out, device)               # 4.-5. G against f
     t.append(time.time())
-    x, y = save_samples(Gs, args, out, device)                               # 6. Fig. 2, samples.pt
+    x, y = save_samples(G, args, out, device)                                # 6. Fig. 2, samples.pt
     seconds = dict(zip(["data", "classifier", "generator"], [b - a for a, b in zip(t, t[1:])]))
     try:
         import measure
@@ -337,7 +337,7 @@ def run(argv=None):
               f"(measure.py is not beside this script: measurement skipped)")
         return None
     return measure.report(dict(dataset=DATASET, classes=CLASSES, flip=FLIP), out, args, data, f, f_accuracy,
-                          Gs, x, y, histories[0], seconds, t[0])
+                          G, x, y, history, seconds, t[0])
 
 
 def main(argv=None):

@@ -50,7 +50,27 @@ def test_sampling_mode_keeps_dropout_on_and_batch_norm_fixed():
 
 def test_generate_conditions_on_the_asked_labels():
     torch.manual_seed(0)
-    G = common.Generator(latent_dim=8, hidden=8, width=16)
+    G = common.Generators([common.Generator(latent_dim=8, hidden=8, width=16)])
     y = torch.arange(10).repeat(3)
     x = common.generate(common.sampling_mode(G), y, 10)
     assert x.shape == (30, 1, 28, 28)
+
+
+def test_k_generators_each_make_their_part_of_the_batch():
+    torch.manual_seed(0)
+    G = common.Generators([common.Generator(latent_dim=8, hidden=8, width=16, dropout=0.0)
+                           for _ in range(3)]).eval()
+    z = torch.randn(7, 8)
+    p, y, H = common.sample_conditioning(7, 10, "cpu")
+    x = G(z, p, H)                                      # parts of 3, 2 and 2 images
+    alone = torch.cat([G[0](z[:3], p[:3], H[:3]), G[1](z[3:5], p[3:5], H[3:5]), G[2](z[5:], p[5:], H[5:])])
+    assert torch.allclose(x, alone)
+    assert not torch.allclose(G[0](z, p, H), G[1](z, p, H))          # different generators
+    owner = torch.tensor([2, 0, 1, 2, 0, 1, 2])          # generate: image i by generator owner[i]
+    torch.manual_seed(1)
+    out = common.generate(G, y, 10, 1.0, owner)
+    torch.manual_seed(1)
+    for k in range(3):
+        idx = torch.nonzero(owner == k)[:, 0]
+        p_k, _, H_k = common.conditioning_for_labels(y[idx], 10, 1.0)
+        assert torch.allclose(out[idx], G[k](torch.randn(len(idx), 8), p_k, H_k))

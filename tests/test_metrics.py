@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 import common
@@ -117,3 +118,59 @@ def test_pieces_count_connected_parts_and_specks():
     x[2, 0, 5:8, 5:8] = 0.4                              # below the threshold: nothing
     count, specks = measure.pieces(x)
     assert count.tolist() == [1, 2, 1] and specks.tolist() == [0, 1, 1]
+
+
+def loop_recall_and_coverage(real, fake, k_recall=3, k_coverage=5):
+    """The definitions, one point at a time, with plain Python distances."""
+    def dist(a, b):
+        return sum((float(u) - float(v)) ** 2 for u, v in zip(a, b)) ** 0.5
+
+    def kth(points, i, k):
+        return sorted(dist(points[i], q) for j, q in enumerate(points) if j != i)[k - 1]
+    radii_fake = [kth(fake, i, k_recall) for i in range(len(fake))]
+    radii_real = [kth(real, i, k_coverage) for i in range(len(real))]
+    rec = sum(any(dist(r, s) <= radii_fake[j] for j, s in enumerate(fake)) for r in real) / len(real)
+    cov = sum(min(dist(r, s) for s in fake) <= radii_real[i] for i, r in enumerate(real)) / len(real)
+    return rec, cov
+
+
+def test_recall_and_coverage_match_their_definitions_computed_point_by_point():
+    torch.manual_seed(0)
+    real, fake = torch.randn(40, 3), torch.randn(30, 3) * 0.6 + 0.4
+    rec, cov = loop_recall_and_coverage(real, fake)
+    assert measure.recall(real, fake) == pytest.approx(rec, abs=1e-12)
+    assert measure.coverage(real, fake) == pytest.approx(cov, abs=1e-12)
+    assert 0 < rec < 1 and 0 < cov < 1                   # the case is not trivial
+
+
+def test_one_picture_recoloured_has_no_recall_however_far_its_colours_move():
+    # the case pixel distance gets wrong: a class's samples are one point moved along one
+    # direction (a colour change), spread as widely as the real images; recall stays near 0
+    torch.manual_seed(1)
+    real = torch.randn(200, 16)
+    one = torch.randn(1, 16)
+    recoloured = one + torch.linspace(-8, 8, 200)[:, None] * torch.eye(16)[0]
+    assert measure.mean_pairwise_distance(recoloured) > 0.9 * measure.mean_pairwise_distance(real)
+    assert measure.recall(real, recoloured) < 0.05 and measure.coverage(real, recoloured) < 0.2
+    other_real = torch.randn(200, 16)                    # real against real: high on both
+    assert measure.recall(real, other_real) > 0.5 and measure.coverage(real, other_real) > 0.8
+
+
+def test_variety_uses_interleaved_halves_of_equal_size_and_skips_tiny_classes():
+    torch.manual_seed(2)
+    n = 3
+    real_labels = torch.arange(n).repeat_interleave(60)             # sorted by class, as CIFAR-10's test set
+    real = torch.randn(180, 4) + real_labels[:, None].float() * 10
+    fake_labels = torch.tensor([0] * 20 + [1] * 50 + [2] * 3)
+    fake = torch.randn(73, 4) + fake_labels[:, None].float() * 10
+    v = measure.variety(fake, fake_labels, real, real_labels, n)
+    a0, b0 = real[0::2][real_labels[0::2] == 0][:20], real[1::2][real_labels[1::2] == 0][:20]
+    assert v["per_class_recall"][0] == pytest.approx(loop_recall_and_coverage(a0, fake[:20])[0])
+    assert v["per_class_coverage"][1] == pytest.approx(                    # m = 30: the half's size
+        loop_recall_and_coverage(real[0::2][real_labels[0::2] == 1][:30], fake[20:50])[1])
+    assert v["per_class_recall"][2] is None                                # 3 samples: not measured
+    assert v["recall_real"] == pytest.approx(sum(loop_recall_and_coverage(
+        real[0::2][real_labels[0::2] == c][:m], real[1::2][real_labels[1::2] == c][:m])[0]
+        for c, m in ((0, 20), (1, 30))) / 2)
+    assert v["recall"] == pytest.approx((v["per_class_recall"][0] + v["per_class_recall"][1]) / 2)
+    assert b0.shape == a0.shape
