@@ -122,11 +122,13 @@ def inversion_baseline(G, f, opt, args, device):
         H[i, 0, :, label] = 1
     x = G(z, p, H.to(device))
     phi = f.features(x)
-    loss, terms = common.inversion_loss(f.head(phi), phi, p, y, args.alpha, args.beta, args.gamma)
+    logits = f.head(phi)
+    terms = [common.kl_term(logits, p), common.ce_term(logits, y), common.cosine_term(phi)]
+    loss = args.alpha * terms[0] + args.beta * terms[1] + args.gamma * terms[2]
     opt.zero_grad()
     loss.backward()
     opt.step()
-    [t.item() for t in terms.values()] + [loss.item()]   # logged every step
+    [t.item() for t in terms] + [loss.item()]           # logged every step
     return N
 
 
@@ -182,7 +184,7 @@ EXTRA_ROWS = [("eager", "--no-cuda-graph"), ("amp", "--amp"), ("full", "(whole d
 
 
 def bench(argv=None):
-    ap = common.one_line_errors(argparse.ArgumentParser(description=__doc__.splitlines()[0]))
+    ap = common.argument_parser(__doc__)
     ap.add_argument("--device", default="auto", choices=["auto", "cuda", "mps", "cpu"])
     ap.add_argument("--quick", action="store_true", help="fewer, smaller steps (a 2-core CPU in < 2 min)")
     ap.add_argument("--steps", type=common.POSITIVE, default=None, help="timed steps per round")

@@ -8,21 +8,23 @@ Convolutional Neural Nets" (read it beside this file).
     python fashion_inversion.py --fake-data --dry-run      # smoke test: no data, seconds
 
 The file follows the paper, top to bottom:
-  1. config         the flags (python fashion_inversion.py --help) and this dataset's defaults
+  1. config         every setting: SETTINGS (this dataset's values, the three lengths side by
+                    side) and parse_args (every flag, its meaning; --help shows both)
   2. data           Fashion-MNIST through torchvision, each split one tensor on the device
   3. classifier f   Sec. 2: convolutions, fully connected layers, LeakyReLU, Dropout.
                     train_classifier is its training loop; then f is frozen
-  4. generator G    Sec. 2: G(z, p, H), vector-matrix conditioning (common.Generator)
+  4. generator G    Sec. 2: G(z, p, H), vector-matrix conditioning (common.Generator); K of
+                    them for Fig. 2's columns (common.Generators)
   5. inversion      Sec. 2: p = softmax(v), y = argmax p, hot matrix H; x = G(z, p, H);
-                    L_inv = alpha KL(P||Q) + beta CE + gamma L_cos (inversion_step);
-                    Sec. 3: the robust term; beyond the paper, marked: priors, levers.
-                    train_generator is G's training loop: logging, checkpoints, --resume
+                    L_inv = alpha L_KL + beta L_CE + gamma L_cos, Sec. 3's robust term, then,
+                    marked, the priors beyond the paper (inversion_step).
+                    train_generator is G's training loop: the step, a log line, a checkpoint
   6. results        Fig. 2: samples.png, one row per class; samples.pt; then measure.py
   7. main           sections 2-6 in order
 Code between "# [same in all four scripts: ...]" and "# [end]" is identical in the four
 scripts (tests/test_copies.py checks it); the rest is this dataset's own.
 """
-import math
+import argparse
 import sys
 import time
 from pathlib import Path
@@ -43,24 +45,114 @@ SHAPE = (1, 28, 28)                                              # (C, H, W) of 
 CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
            "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 FLIP = True                                                      # a mirrored garment is still one
-DEFAULTS = dict(                                                 # this dataset's flag defaults
-    classifier_epochs=15, classifier_batch_size=256, classifier_lr=2e-3, classifier_width=32,
-    augment=True, train_subset=0,                                # f's data: shifts (and flips); all of it
-    generator_steps=3000, batch_size=256, lr=2e-3, latent_dim=64, hidden=64, width=128, dropout=0.3,
-    alpha=1.0, beta=5.0, gamma=1.0,                              # L_inv's weights (not in the paper)
-    robust_eps=0.05, stats=1.0, tv=5.0,                          # Sec. 3 in our form; two priors
-    margin=1.0, log_every=100, eval_per_class=100, distill_steps=2000)
-QUICK = dict(classifier_epochs=2, augment=False, train_subset=30000, classifier_batch_size=128,
-             generator_steps=600, batch_size=64, width=64, tv=0.0, log_every=50,
-             eval_per_class=50, distill_steps=150, judge_width=16)   # --quick: 5 min, 2 CPU cores
-MEDIUM = dict(classifier_epochs=5, generator_steps=2500, batch_size=128, eval_per_class=100,
-              distill_steps=1000)                                 # --medium: 45 min on 2 CPU cores
+
+# This dataset's settings: one value, or (the full run, --medium, --quick) where the lengths
+# differ.  A flag given on the command line wins; --paper undoes those common.PAPER names.
+# The other flags' defaults are in parse_args below; a run prints every value it runs with.
+SETTINGS = {
+    #                          full    --medium  --quick
+    "classifier_epochs":       (15,    5,        2),
+    "classifier_batch_size":   (256,   256,      128),
+    "classifier_width":        32,                                # f's first convolution
+    "augment":                 (True,  True,     False),          # f trains on shifts and flips
+    "train_subset":            (0,     0,        30000),          # 0: every training image
+    "generator_steps":         (3000,  2500,     600),
+    "batch_size":              (256,   128,      64),             # G's batch N
+    "width":                   (128,   128,      64),             # G's channels after stage 1
+    "stage1_dropout":          0.0,
+    "num_generators":          1,
+    "alpha":                   1.0,                               # L_inv's weights: the paper
+    "beta":                    5.0,                               # gives none
+    "gamma":                   1.0,
+    "robust_eps":              0.05,                              # Sec. 3, in our form
+    "stats":                   1.0,                               # beyond the paper: priors
+    "bn_stats":                0.0,                               # (f has no batch norm)
+    "tv":                      (5.0,   5.0,      0.0),
+    "mode_seeking":            0.0,
+    "mode_seeking_on":         "pixels",
+    "cos_pairs":               "all",
+    "view_shift":              0,                                 # f sees shifted views of x
+    "upsample":                "transposed",
+    "log_every":               (100,   100,      50),
+    "eval_per_class":          (100,   100,      50),             # samples per class, samples.pt
+    "distill_steps":           (2000,  1000,     150),            # measure.py's students
+    "judge_width":             (32,    32,       16),             # measure.py's judge
+}
 
 
 # [same in all four scripts: flags]
 def parse_args(argv=None):
-    """The flags of common.FLAGS with this dataset's DEFAULTS (QUICK for --quick, MEDIUM for --medium)."""
-    return common.parse_args(argv, __doc__.split("\n\n")[0], DATASET, DEFAULTS, dict(quick=QUICK, medium=MEDIUM))
+    """Every flag: its meaning, and its default here or in SETTINGS (--help shows them all).
+    One pass; then common.settle gives each flag not given its length's value (or --paper's),
+    applies --dry-run's caps and checks what no flag's type can check alone."""
+    ap = common.argument_parser(__doc__)
+    paper = ap.add_argument_group("the paper (Sec. 2, 3): f, G and L_inv").add_argument
+    paper("--classifier-epochs", type=common.POSITIVE, help="epochs of f's training")
+    paper("--classifier-batch-size", type=common.POSITIVE, help="f's batch size")
+    paper("--classifier-width", type=common.POSITIVE, help="channels of f's first convolution")
+    paper("--classifier-lr", type=common.LEARNING_RATE, default=2e-3, help="f's peak learning rate")
+    paper("--generator-steps", type=common.POSITIVE, help="steps of G's training")
+    paper("--batch-size", type=common.POSITIVE, help="G's batch size N")
+    paper("--lr", type=common.LEARNING_RATE, default=2e-3, help="G's learning rate (Adam)")
+    paper("--latent-dim", type=common.POSITIVE, default=64, help="size of z")
+    paper("--hidden", type=common.POSITIVE, default=64, help="size of the linear map of p")
+    paper("--width", type=common.WIDTH, help="G's channels after stage 1")
+    paper("--dropout", type=common.RATE, default=0.3, help="dropout after stage 2's "
+          "up-convolutions")
+    paper("--stage1-dropout", type=common.RATE, help="dropout after stage 1's up-convolution")
+    paper("--conditioning", choices=["vector-matrix", "vector", "label"], default="vector-matrix",
+          help="G is told p and H (the paper's), p alone, or y (a label embedding)")
+    paper("--num-generators", type=common.POSITIVE, help="K generators trained together: "
+          "Fig. 2's columns")
+    paper("--alpha", type=common.WEIGHT, help="weight of L_KL")
+    paper("--beta", type=common.WEIGHT, help="weight of L_CE")
+    paper("--gamma", type=common.WEIGHT, help="weight of L_cos")
+    paper("--robust-eps", type=common.RADIUS, help="Sec. 3: L-inf radius of the perturbations "
+          "that must keep y")
+    paper("--margin", type=common.MARGIN, default=1.0, help="sampling: v_y = the largest other "
+          "v + M (the arg-max intensity), or 'natural'")
+    paper("--paper", action="store_true", help="the paper's loss alone: "
+          + ", ".join(f"{key}={value}" for key, value in common.PAPER.items()))
+    beyond = ap.add_argument_group("beyond the paper (a weight of 0 is off)").add_argument
+    beyond("--stats", type=common.WEIGHT, help="the prior on f's feature statistics per class")
+    beyond("--bn-stats", type=common.WEIGHT, help="DeepInversion's prior on f's batch norms")
+    beyond("--tv", type=common.WEIGHT, help="total variation")
+    beyond("--mode-seeking", type=common.WEIGHT, help="mode seeking: other z, other pictures")
+    beyond("--mode-seeking-on", choices=["pixels", "features"], help="its distance: of x or phi")
+    beyond("--cos-pairs", choices=["all", "class"], help="L_cos over all pairs (the paper's) or "
+           "the pairs of one class")
+    beyond("--view-shift", type=common.SHIFT, help="f sees x shifted by up to this many pixels "
+           "(and mirrored where FLIP)")
+    beyond("--upsample", choices=["transposed", "resize"], help="G's doublings: transposed "
+           "convolution (the paper's), or resize + convolution")
+    beyond("--augment", action=argparse.BooleanOptionalAction, help="shifts (and flips where "
+           "FLIP) when f trains")
+    beyond("--classifier-adv-eps", type=common.RADIUS, default=0.0, help="adversarial training "
+           "of f: L-inf radius (FGSM, random start)")
+    running = ap.add_argument_group("running").add_argument
+    running("--data-dir", default="./data", help="the dataset's folder (downloaded if missing)")
+    running("--out-dir", help="the run's folder", default=common.Lengths(
+        f"runs/{DATASET}", f"runs/{DATASET}-medium", f"runs/{DATASET}-quick"))
+    running("--device", choices=["auto", "cuda", "mps", "cpu"], default="auto",
+            help="auto: cuda, else mps, else cpu")
+    running("--seed", type=common.SEED, default=0, help="seeds every random number")
+    running("--quick", action="store_true", help="a preview for a laptop CPU (5 minutes)")
+    running("--medium", action="store_true", help="the best 45 minutes of a laptop CPU buy")
+    running("--dry-run", action="store_true", help="a few steps per phase, every file")
+    running("--fake-data", action="store_true", help="synthetic data shaped like the dataset")
+    running("--resume", action="store_true", help="continue G from --out-dir's generator.pt")
+    running("--retrain", action="store_true", help="train f (and the judge) again")
+    running("--train-subset", type=common.COUNT, help="the first K training images (0: all)")
+    running("--log-every", type=common.POSITIVE, help="steps between G's loss lines")
+    running("--checkpoint-every", type=common.POSITIVE, default=500, help="steps between saves")
+    running("--eval-per-class", type=common.POSITIVE, help="samples per class in samples.pt")
+    running("--amp", action="store_true", help="bfloat16 autocast (CUDA; CPUs with bfloat16)")
+    running("--cuda-graph", action=argparse.BooleanOptionalAction, default=True,
+            help="on CUDA, G's step as one replayed CUDA graph")
+    running("--distill-steps", type=common.COUNT, help="measure.py: steps of each student")
+    running("--judge-width", type=common.POSITIVE, help="measure.py: the judge's first channels")
+    ap.set_defaults(**common.by_length(SETTINGS))
+    return common.settle(ap.parse_args(argv))
 # [end]
 
 
@@ -68,15 +160,21 @@ def parse_args(argv=None):
 # 2. data
 # ------------------------------------------------------------------------------------------------
 def load_data(args, device):
-    """{"x_train", "y_train", "x_test", "y_test"} on the device: x (N, 1, 28, 28) in [0, 1], y (N,)."""
+    """{"x_train", "y_train", "x_test", "y_test"} on the device: x (N, 1, 28, 28) in [0, 1],
+    y (N,)."""
     if args.fake_data:
-        return common.to_device(*common.fake_splits(SHAPE, len(CLASSES)), SHAPE, args, device)
+        splits = common.fake_splits(SHAPE, len(CLASSES))
+        return common.to_device(*splits, SHAPE, len(CLASSES), args, device)
     files = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
              "t10k-labels-idx1-ubyte"]
     folder = Path(args.data_dir) / DATASET / "raw"                     # torchvision's layout
-    splits = [common.open_dataset(lambda: torchvision.datasets.FashionMNIST(args.data_dir, train, download=True),
-                                  DATASET, folder, files) for train in (True, False)]
-    return common.to_device(*[(s.data[:, None], s.targets) for s in splits], SHAPE, args, device)
+
+    def fashionmnist(train):
+        return torchvision.datasets.FashionMNIST(args.data_dir, train, download=True)
+    splits = [common.open_dataset(lambda: fashionmnist(train), DATASET, folder, files)
+              for train in (True, False)]
+    splits = [(s.data[:, None], s.targets) for s in splits]        # (N, 28, 28) -> (N, 1, 28, 28)
+    return common.to_device(*splits, SHAPE, len(CLASSES), args, device)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -102,8 +200,10 @@ class Classifier(nn.Module):
 # [same in all four scripts: classifier]
 def train_classifier(f, data, args):
     """f's training loop: Adam with a one-cycle learning rate, batches indexed from the split on
-    the device, augmented there.  Prints progress every 15 s and each epoch; returns test accuracy."""
-    x, y, B, E = data["x_train"], data["y_train"], args.classifier_batch_size, args.classifier_epochs
+    the device, augmented there.  Prints progress every 15 s and each epoch; returns the test
+    accuracy."""
+    x, y = data["x_train"], data["y_train"]
+    B, E = args.classifier_batch_size, args.classifier_epochs
     steps = max(1, len(x) // B)
     opt = torch.optim.Adam(f.parameters(), lr=args.classifier_lr)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, args.classifier_lr, total_steps=E * steps)
@@ -117,7 +217,8 @@ def train_classifier(f, data, args):
             with common.autocast(x.device, args.amp):
                 loss = F.cross_entropy(f(xb), y[idx])
                 if args.classifier_adv_eps > 0:                  # beyond the paper: a robust f
-                    x_adv = common.worst_case(f, xb, y[idx], args.classifier_adv_eps, random_start=True).detach()
+                    x_adv = common.worst_case(f, xb, y[idx], args.classifier_adv_eps,
+                                              random_start=True).detach()
                     loss = (loss + F.cross_entropy(f(x_adv), y[idx])) / 2
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -128,7 +229,8 @@ def train_classifier(f, data, args):
                 print(f"  f epoch {epoch + 1}, batch {i + 1}/{steps}: loss {loss.item():.4f}, "
                       f"{common.eta(t0, epoch * steps + i + 1, E * steps)}")
         accuracy = common.accuracy(f, data["x_test"], data["y_test"])
-        print(f"f epoch {epoch + 1}/{E}: test accuracy {accuracy:.4f}, {common.eta(t0, (epoch + 1) * steps, E * steps)}")
+        print(f"f epoch {epoch + 1}/{E}: test accuracy {accuracy:.4f}, "
+              f"{common.eta(t0, (epoch + 1) * steps, E * steps)}")
     return accuracy
 
 
@@ -137,11 +239,12 @@ def trained_classifier(data, args, out, device):
     then frozen (eval mode: dropout off; no gradient reaches its weights).  (f, test accuracy)."""
     f = common.place(Classifier(len(CLASSES), args.classifier_width), device)
     common.check_bn_stats(f, args)                               # before f trains, not after
-    signature = {"dataset": DATASET, "arch": common.architecture(f), "training": common.f_training(args)}
+    signature = {"dataset": DATASET, "arch": common.architecture(f),
+                 "training": common.f_training(args)}
     path = out / "classifier.pt"
     if path.exists() and not args.retrain:
         ckpt = common.load_checkpoint(path, "classifier", signature)
-        f.load_state_dict(ckpt["model"])
+        common.load_weights(f, ckpt["model"], path)
         accuracy = ckpt["test_accuracy"]
         print(f"f: reusing {path} (test accuracy {accuracy:.4f}; --retrain to train it again)")
     else:
@@ -158,12 +261,13 @@ def trained_classifier(data, args, out, device):
 # ------------------------------------------------------------------------------------------------
 # [same in all four scripts: generator]
 def build_generator(args):
-    """p --Linear--> ++ z --> n x n (stage 1) --> ++ H --> image size (stage 2); common.Generator,
-    --num-generators of them trained together (common.Generators: Fig. 2's columns)."""
+    """p --Linear--> ++ z --> n x n (stage 1) --> ++ H --> image size (stage 2): common.Generator;
+    --num-generators K of them, trained together (common.Generators: Fig. 2's columns)."""
     return common.Generators([common.Generator(
         channels=SHAPE[0], image_size=SHAPE[1], n_classes=len(CLASSES), latent_dim=args.latent_dim,
         hidden=args.hidden, width=args.width, dropout=args.dropout, conditioning=args.conditioning,
-        upsample=args.upsample, stage1_dropout=args.stage1_dropout) for _ in range(args.num_generators)])
+        upsample=args.upsample, stage1_dropout=args.stage1_dropout)
+        for _ in range(args.num_generators)])
 # [end]
 
 
@@ -172,91 +276,100 @@ def build_generator(args):
 # ------------------------------------------------------------------------------------------------
 # [same in all four scripts: inversion]
 def inversion_step(G, f, opt, args, stats, device):
-    """One step of G.  Returns common.TERMS, detached, on the device (read only when logged)."""
+    """One step of G: the paper's loss, then what we add beyond it.  Returns each term by name,
+    detached, on the device (the loop reads them only when it prints a line)."""
     N, n = args.batch_size, len(CLASSES)
     z = torch.randn(N, args.latent_dim, device=device)           # latent z ~ N(0, I)
     p, y, H = common.sample_conditioning(N, n, device)          # p = softmax(v), y = argmax p, H
     with common.autocast(device, args.amp):
         x = G(z, p, H)                                           # x = G(z, p, H)   (N, C, H, W)
-        seen = common.augment(x, FLIP, args.view_shift) if args.view_shift else x   # beyond the paper
-        phi, acts, bn = common.activations(f.features, seen)    # phi(x), the features of L_cos
+        # what f sees: x itself (the paper), or with --view-shift a shifted, mirrored view of it
+        seen = common.augment(x, FLIP, args.view_shift) if args.view_shift else x
+        phi, acts, bn = common.activations(f.features, seen)    # phi(x): f's features
         logits = f.head(phi)                                     # f(x); Q = softmax(f(x))
-        L_inv, terms = common.inversion_loss(logits, phi, p, y, args.alpha, args.beta, args.gamma, args.cos_pairs)
-        loss = L_inv                                             # alpha KL + beta CE + gamma L_cos
-        if args.robust_eps > 0:                                  # Sec. 3: perturbed x keeps label y
-            loss = loss + common.robust_term(f, seen, y, args.robust_eps)
-        if args.stats > 0:                                       # beyond the paper: f's statistics
-            loss = loss + args.stats * common.stats_term(acts, stats, y)
-        if args.bn_stats > 0:                                    # beyond the paper: DeepInversion's
-            loss = loss + args.bn_stats * common.bn_term(bn)
-        if args.tv > 0:                                          # beyond the paper: smoothness
-            loss = loss + args.tv * common.tv_term(x)
-        if args.mode_seeking > 0:                                # beyond the paper: varied rows
-            loss = loss + args.mode_seeking * common.mode_seeking_term(x if args.mode_seeking_on == "pixels"
-                                                                       else phi, z, y)
+        # ---- the paper: L_inv = alpha L_KL + beta L_CE + gamma L_cos (Sec. 2), robust (Sec. 3)
+        L_KL = common.kl_term(logits, p)                         # sum_i P(i) log(P(i) / Q(i))
+        L_CE = common.ce_term(logits, y)                         # -sum_i y_i log(y_hat_i)
+        L_cos = common.cosine_term(phi, y if args.cos_pairs == "class" else None)   # mean cos
+        L_inv = args.alpha * L_KL + args.beta * L_CE + args.gamma * L_cos
+        robust = common.robust_term(f, seen, y, args.robust_eps)   # perturbed x keeps label y
+        # ---- beyond the paper: priors, each weighted by its flag (0: off) -------------------
+        priors = {}
+        if args.stats > 0:                                       # f's feature statistics per class
+            priors["stats"] = args.stats * common.stats_term(acts, stats, y)
+        if args.bn_stats > 0:                                    # DeepInversion: f's batch norms
+            priors["bn_stats"] = args.bn_stats * common.bn_term(bn)
+        if args.tv > 0:                                          # total variation: smoothness
+            priors["tv"] = args.tv * common.tv_term(x)
+        if args.mode_seeking > 0:                                # other z, other pictures
+            seek = x if args.mode_seeking_on == "pixels" else phi
+            priors["mode_seeking"] = args.mode_seeking * common.mode_seeking_term(seek, z, y)
+        loss = sum(priors.values(), L_inv + robust)
     opt.zero_grad(set_to_none=True)
-    loss.backward()                                              # f is frozen: gradients reach G only
+    loss.backward()                                              # f frozen: only G gets gradients
     opt.step()
     hit = (logits.argmax(1) == y).float().mean()                 # f labels x as y
-    return torch.stack([loss, terms["kl"], terms["ce"], terms["cos"], loss - L_inv, hit]).detach().float()
+    terms = {"loss": loss, "L_inv": L_inv, "L_KL": L_KL, "L_CE": L_CE, "L_cos": L_cos,
+             "robust": robust, **priors, "f(x)=y": hit}
+    return {name: term.detach().float() for name, term in terms.items()}
 # [end]
 
 
 # [same in all four scripts: generator loop]
 def train_generator(f, stats, args, out, device):
-    """G's training loop: Adam on G's weights only, --generator-steps inversion_steps.
-    Prints the mean terms every --log-every steps (and every 15 s), saves generator.pt every
-    --checkpoint-every steps, at the end and on Ctrl-C; --resume continues from it.  The loss
-    terms stay on the device between lines.  Returns (G, the printed history)."""
-    torch.manual_seed(args.seed)                                 # the same whether f was cached or not
+    """G's training loop: Adam on G's weights only, --generator-steps inversion_steps; a line of
+    the mean terms every --log-every steps (and every 15 s); generator.pt every
+    --checkpoint-every steps, at the end and on Ctrl-C; --resume continues from it.
+    Returns (G, the history of the printed lines)."""
+    torch.manual_seed(args.seed)                                 # the same, f cached or not
     G = common.place(build_generator(args), device).train()
     graph = args.cuda_graph and device.type == "cuda"            # --cuda-graph: the step replayed
     opt = torch.optim.Adam(G.parameters(), lr=args.lr, betas=(0.5, 0.999), capturable=graph)
-    path = out / "generator.pt"
-    signature = {"dataset": DATASET, "arch": common.architecture(G)}
-    step, history = 0, {key: [] for key in ("step",) + common.TERMS}
-    if args.resume and path.exists():
-        ckpt = common.load_checkpoint(path, "generator", signature)
-        G.load_state_dict(ckpt["model"])
-        common.load_optimizer(opt, ckpt["optimizer"], graph)         # from any device or mode
-        step, history = ckpt["step"], ckpt["history"]
-        common.rng_state(device, ckpt["rng"])
-        print(f"G: resuming {path} from step {step}")
+    path, signature = out / "generator.pt", {"dataset": DATASET, "arch": common.architecture(G)}
+    step, history = resume(G, opt, path, signature, args, device) if args.resume else (0, [])
 
     def save():
-        common.save_checkpoint(path, {"kind": "generator", **signature, "step": step, "model": G.state_dict(),
-                                      "optimizer": opt.state_dict(), "history": history,
-                                      "rng": common.rng_state(device), "config": vars(args)})
-    train_step = lambda: inversion_step(G, f, opt, args, stats, device)                 # noqa: E731
+        common.save_checkpoint(path, {"kind": "generator", **signature, "step": step,
+                                      "model": G.state_dict(), "optimizer": opt.state_dict(),
+                                      "history": history, "rng": common.rng_state(device),
+                                      "config": vars(args)})
+    train_step = lambda: inversion_step(G, f, opt, args, stats, device)                # noqa: E731
     train_step = common.GraphedStep(train_step) if graph else train_step
     print(f"G: {common.architecture(G)}, {args.generator_steps} steps of batch {args.batch_size}"
           + (" (as a CUDA graph)" if graph else ""))
-    sums, since, start, t0 = 0, step, step, time.time()
-    last = t0
+    log = common.TermLog(args.generator_steps, step, args.log_every, keeps=path)
     try:
         while step < args.generator_steps:
-            with common.signals_held():                          # a Ctrl-C waits for the step and its count,
-                sums, step = sums + train_step(), step + 1       # so a checkpoint's step matches its weights
-            done, due = step == args.generator_steps, time.time() - last > 15
-            if due or done or step % args.log_every == 0 or step % args.checkpoint_every == 0:
-                mean, sums, since, last = (sums / (step - since)).tolist(), 0, step, time.time()   # one sync
-                if not all(map(math.isfinite, mean)):
-                    raise common.UserError(f"the loss became {mean[0]} by step {step}; stopped, and the last "
-                                           f"good checkpoint {path} is kept; try a smaller --lr")
-                for key, value in zip(("step",) + common.TERMS, [step] + mean):
-                    history[key].append(value)
-                print(f"G step {step}/{args.generator_steps}  L_inv {mean[0] - mean[4]:.4f} (KL {mean[1]:.4f} "
-                      f"CE {mean[2]:.4f} cos {mean[3]:.4f})  robust+priors {mean[4]:.4f}  f(x)=y {mean[5]:.3f}  "
-                      f"{common.eta(t0, step - start, args.generator_steps - start)}")
-                if done or step % args.checkpoint_every == 0:
-                    save()
-    except KeyboardInterrupt:
-        if not torch.is_tensor(sums) or torch.isfinite(sums).all():   # never save after a bad loss
-            save()
-            print(f"\ninterrupted at step {step}: saved {path}; run again with --resume to continue",
-                  file=sys.stderr)
+            with common.signals_held():                          # Ctrl-C waits for the step and
+                terms, step = train_step(), step + 1             # its count: they stay in step
+            log.add(terms)                                       # on the device: no sync
+            save_now = step % args.checkpoint_every == 0 or step == args.generator_steps
+            if save_now or log.due(step):
+                history.append(log.line(step))                   # one sync; stops on a NaN loss
+            if save_now:
+                save()
+    except KeyboardInterrupt:                                    # Ctrl-C or SIGTERM: keep the work
+        with common.signals_held(reraise=False):                 # more Ctrl-C: the save goes on
+            if log.finite():                                     # never save after a bad loss
+                save()
+        print(f"\ninterrupted at step {step}: saved {path}; run again with --resume to continue",
+              file=sys.stderr)
         raise SystemExit(130) from None
     return G, history
+
+
+def resume(G, opt, path, signature, args, device):
+    """G, Adam and the random numbers from path (if it is there): (step, history)."""
+    if not path.exists():
+        return 0, []
+    ckpt = common.load_checkpoint(path, "generator", signature)
+    common.load_weights(G, ckpt["model"], path)
+    with common.reading(path, "generator checkpoint (its optimizer or random states)",
+                        "delete it or use another --out-dir"):
+        common.load_optimizer(opt, ckpt["optimizer"], opt.defaults["capturable"])
+        common.rng_state(device, ckpt["rng"])
+    print(f"G: resuming {path} from step {ckpt['step']}")
+    return ckpt["step"], ckpt["history"]
 # [end]
 
 
@@ -267,17 +380,20 @@ def train_generator(f, stats, args, out, device):
 @torch.no_grad()
 def save_samples(G, args, out, device):
     """samples.pt: --eval-per-class fresh samples per class at --margin, sample j of each class
-    from generator j mod K; samples.png (Fig. 2): one row per class (in CLASSES' order), its first
-    ten samples (or K, with more generators): column j from generator j mod K.  Returns (x, y)."""
+    from generator j mod K; samples.png (Fig. 2): one row per class (in CLASSES' order), its
+    first ten samples (all K with more generators): column j from generator j mod K.
+    Returns (x, y)."""
     n, per = len(CLASSES), args.eval_per_class
     y = torch.arange(n, device=device).repeat_interleave(per)                # 0 0 ... 1 1 ... 9
     owner = torch.arange(per, device=device).repeat(n) % len(G)
     x = common.generate(common.sampling_mode(G), y, n, args.margin, owner)
-    common.save_checkpoint(out / "samples.pt", {"images": x.float().clamp(0, 1).cpu(), "labels": y.cpu()})
+    common.save_checkpoint(out / "samples.pt", {"images": x.float().clamp(0, 1).cpu(),
+                                                "labels": y.cpu()})
     columns = min(per, max(10, len(G)))
-    images = F.interpolate(x.view(n, per, *SHAPE)[:, :columns].flatten(0, 1), scale_factor=2.0)  # 2x, for eyes
-    grid = torchvision.utils.make_grid(images, nrow=columns, padding=2, pad_value=1.0)   # (3, H', W')
-    page = Image.new("RGB", (grid.shape[2] + 80, grid.shape[1]), "white")           # class names at left
+    images = x.view(n, per, *SHAPE)[:, :columns].flatten(0, 1)
+    images = F.interpolate(images, scale_factor=2.0)                         # 2x, for eyes
+    grid = torchvision.utils.make_grid(images, nrow=columns, padding=2, pad_value=1.0)
+    page = Image.new("RGB", (grid.shape[2] + 80, grid.shape[1]), "white")   # names at the left
     page.paste(torchvision.transforms.functional.to_pil_image(grid), (80, 0))
     for c, name in enumerate(CLASSES):
         ImageDraw.Draw(page).text((4, (c + 0.5) * grid.shape[1] / n - 6), name, fill="black")
@@ -291,14 +407,15 @@ def save_samples(G, args, out, device):
 # ------------------------------------------------------------------------------------------------
 # [same in all four scripts: main]
 def run(argv=None):
-    """The whole run.  Returns what metrics.json holds (None when measure.py is not beside this file)."""
+    """The whole run.  Returns what metrics.json holds (None when measure.py is not beside this
+    file)."""
     args = parse_args(argv)
-    device, out = common.setup(args, dict(quick=QUICK, medium=MEDIUM))
+    device, out = common.setup(args)                             # prints device and settings
     t = [time.time()]
     data = load_data(args, device)                                           # 2. data
     t.append(time.time())
     f, f_accuracy = trained_classifier(data, args, out, device)              # 3. f, trained, frozen
-    stats = common.feature_statistics(f, data["x_train"], data["y_train"], len(CLASSES))   # prior's targets
+    stats = common.feature_statistics(f, data["x_train"], data["y_train"], len(CLASSES))  # priors'
     t.append(time.time())
     G, history = train_generator(f, stats, args, out, device)               # 4.-5. G against f
     t.append(time.time())
@@ -310,8 +427,8 @@ def run(argv=None):
         print(f"wrote {out}/: classifier.pt, generator.pt, samples.pt, samples.png "
               f"(measure.py is not beside this script: measurement skipped)")
         return None
-    return measure.report(dict(dataset=DATASET, classes=CLASSES, flip=FLIP), out, args, data, f, f_accuracy,
-                          G, x, y, history, seconds, t[0])
+    spec = dict(dataset=DATASET, classes=CLASSES, flip=FLIP)
+    return measure.report(spec, out, args, data, f, f_accuracy, G, x, y, history, seconds, t[0])
 
 
 def main(argv=None):

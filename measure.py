@@ -364,16 +364,17 @@ def image_grid(path, rows, row_names, col_names=None, title=None, pad=2):
 
 
 def losses_figure(path, history):
-    """Each logged term of G's training over the steps (losses.png)."""
+    """Each logged term of G's training over the steps (losses.png); history: the loop's lines,
+    [{"step": ..., "loss": ..., "L_KL": ..., ...}, ...]."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    names = {"loss": "total: L_inv + robust + priors", "kl": "L_KL", "ce": "L_CE", "cos": "L_cos",
-             "extra": "robust + prior terms (weighted)", "accuracy": "f labels x as y (batch)"}
-    fig, axes = plt.subplots(1, len(names), figsize=(3 * len(names), 2.6))
-    for ax, (key, name) in zip(axes, names.items()):
-        ax.plot(history["step"], history[key])
-        ax.set_title(name, fontsize=9)
+    names = list(dict.fromkeys(key for line in history for key in line if key != "step"))
+    fig, axes = plt.subplots(1, len(names), figsize=(2.6 * len(names), 2.4), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        lines = [line for line in history if name in line]
+        ax.plot([line["step"] for line in lines], [line[name] for line in lines])
+        ax.set_title({"loss": "total", "f(x)=y": "f labels x as y"}.get(name, name), fontsize=9)
         ax.set_xlabel("generator step", fontsize=8)
     fig.tight_layout()
     save_figure(fig, path)
@@ -483,7 +484,7 @@ def rescore(argv=None):
     args = argparse.Namespace(**{**vars(script.parse_args([])), **first["config"],   # flags newer than the run
                                  "out_dir": str(run), "device": cli.device, "retrain": False,
                                  **{k: v for k, v in vars(cli).items() if k != "run_dir" and v is not None}})
-    device, out = common.setup(args, {})
+    device, out = common.setup(args)
     t_start, data = time.time(), script.load_data(args, device)
     f = common.place(script.Classifier(len(script.CLASSES), args.classifier_width), device)
     ckpt = common.load_checkpoint(run / "classifier.pt", "classifier", {"dataset": script.DATASET})

@@ -63,26 +63,6 @@ def test_cosine_term_of_identical_features_is_one_and_flattens_maps():
     assert abs(common.cosine_term(phi).item() - 1.0) < 1e-6
 
 
-def test_inversion_loss_is_the_weighted_sum_and_weights_act_as_weights():
-    logits, phi, p, y = batch()
-    total, terms = common.inversion_loss(logits, phi, p, y, 0.5, 2.0, 3.0)
-    kl, ce, cos = common.kl_term(logits, p), common.ce_term(logits, y), common.cosine_term(phi)
-    assert torch.allclose(total, 0.5 * kl + 2.0 * ce + 3.0 * cos)
-    assert torch.allclose(terms["kl"], kl) and torch.allclose(terms["ce"], ce)
-    assert torch.allclose(terms["cos"], cos)
-    only_ce, _ = common.inversion_loss(logits, phi, p, y, 0.0, 1.0, 0.0)
-    assert torch.allclose(only_ce, ce)
-    doubled, _ = common.inversion_loss(logits, phi, p, y, 1.0, 2.0, 6.0)
-    assert torch.allclose(doubled - common.inversion_loss(logits, phi, p, y, 1.0, 1.0, 3.0)[0], ce + 3 * cos)
-
-
-def test_terms_are_detached_but_the_total_carries_gradient():
-    logits, phi, p, y = batch()
-    logits.requires_grad_(True)
-    total, terms = common.inversion_loss(logits, phi, p, y, 1, 1, 1)
-    assert total.requires_grad and not any(t.requires_grad for t in terms.values())
-
-
 def test_tv_term_of_a_constant_image_is_zero_and_of_a_checkerboard_is_two():
     assert common.tv_term(torch.full((2, 1, 8, 8), 0.3)) == 0
     board = (torch.arange(8)[:, None] + torch.arange(8)[None, :]) % 2

@@ -51,8 +51,8 @@ def test_dry_run_writes_every_output_and_samples_follow_the_contract(tmp_path, n
     assert len(inv["per_class_target_accuracy"]) == 10
     assert 0 <= saved["classifier"]["test_accuracy"] <= 1 and 0 <= saved["judge"]["test_accuracy"] <= 1
     assert set(saved["seconds"]) >= {"data", "classifier", "judge", "generator", "total"}
-    assert saved["history"]["step"] == [2, 4] and finite(saved)
-    assert set(saved["history"]) == {"step", *common.TERMS}
+    assert [line["step"] for line in saved["history"]] == [2, 4] and finite(saved)
+    assert list(saved["history"][0])[:7] == ["step", "loss", "L_inv", "L_KL", "L_CE", "L_cos", "robust"]
     assert set(saved["distillation"]) == {"from_generator", "from_training_images", "steps", "batch_size", "student"}
     assert saved["config"]["fake_data"] is True and saved["device"] == "cpu"
     ckpt = torch.load(out / "generator.pt", weights_only=False)
@@ -145,22 +145,46 @@ def test_command_line_run_as_a_user_would(tmp_path):
     assert "device: cpu" in result.stdout and "L_inv" in result.stdout and "ETA" in result.stdout
 
 
-def test_quick_presets_only_the_flags_not_given_on_the_command_line():
+def test_lengths_set_only_the_flags_not_given_on_the_command_line():
     fashion = load_script("fashion_inversion")
     assert fashion.parse_args([]).tv == 5.0                   # Fashion-MNIST: TV at full length
     assert fashion.parse_args(["--quick"]).tv == 0.0          # ... and not in --quick
     assert fashion.parse_args(["--quick", "--tv", "5"]).tv == 5.0   # given equal to the default
     args = fashion.parse_args(["--quick", "--batch-size", "256", "--augment"])
-    assert (args.batch_size, args.augment, args.width) == (256, True, fashion.QUICK["width"])
+    assert (args.batch_size, args.augment, args.width) == (256, True, fashion.SETTINGS["width"][2])
     mnist = load_script("mnist_inversion")
     assert (mnist.parse_args([]).tv, mnist.parse_args(["--quick"]).tv) == (5.0, 0.0)   # the same for MNIST
-    assert load_script("cifar10_inversion").parse_args([]).tv == 0.0
     cifar = load_script("cifar10_inversion")
+    assert cifar.parse_args([]).tv == 0.0
     medium = cifar.parse_args(["--medium", "--generator-steps", "7"])
     assert (medium.generator_steps, medium.out_dir) == (7, "runs/CIFAR10-medium")
-    assert all(getattr(medium, k) == v for k, v in cifar.MEDIUM.items() if k != "generator_steps")
+    assert cifar.parse_args(["--quick", "--out-dir", "runs/CIFAR10"]).out_dir == "runs/CIFAR10"   # as given
+    for key, value in cifar.SETTINGS.items():                 # each length reads its column
+        full, mid, quick = value if isinstance(value, tuple) else (value,) * 3
+        assert getattr(medium, key) == (7 if key == "generator_steps" else mid), key
+        assert getattr(cifar.parse_args([]), key) == full and getattr(cifar.parse_args(["--quick"]), key) == quick
     paper = fashion.parse_args(["--paper", "--gamma", "2"])     # the paper's loss, gamma as given
     assert (paper.alpha, paper.beta, paper.gamma, paper.robust_eps, paper.stats, paper.tv) == (1, 1, 2, 0, 0, 0)
+    assert cifar.parse_args(["--paper", "--quick"]).classifier_epochs == 2   # --paper keeps the length
+
+
+def test_every_script_takes_the_same_flags_and_every_flag_has_a_value(script):
+    # the flags are the contract the README and the tests rely on: the same names in all four,
+    # none left without a value, and --paper able to tell a flag given from one not given
+    args = vars(script.parse_args([]))
+    assert sorted(args) == sorted(vars(load_script("mnist_inversion").parse_args([])))
+    assert all(value is not None for key, value in args.items() if key != "margin"), args
+    assert set(common.PAPER) <= set(script.SETTINGS)           # --paper undoes only SETTINGS' values
+    assert set(script.SETTINGS) <= set(args)
+
+
+def test_help_shows_every_default_and_each_length(capsys):
+    with pytest.raises(SystemExit) as e:
+        load_script("cifar10_inversion").parse_args(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert e.value.code == 0
+    assert "3000; --medium 1500; --quick 400" in text and "(default: 0.002)" in text
+    assert "None" not in text
 
 
 @pytest.mark.slow

@@ -24,9 +24,15 @@ def check_one_step(script_name, **overrides):
     f_before = {k: v.clone() for k, v in f.state_dict().items()}
     G_before = {k: v.clone() for k, v in G.named_parameters()}
     out = mod.inversion_step(G, f, opt, args, stats, torch.device("cpu"))
-    assert out.shape == (len(common.TERMS),) and torch.isfinite(out).all() and not out.requires_grad
-    terms = dict(zip(common.TERMS, out.tolist()))
-    assert 0 <= terms["accuracy"] <= 1
+    assert all(t.shape == () and torch.isfinite(t) and not t.requires_grad for t in out.values())
+    terms = {name: t.item() for name, t in out.items()}
+    assert list(terms)[:6] == ["loss", "L_inv", "L_KL", "L_CE", "L_cos", "robust"]
+    assert list(terms)[-1] == "f(x)=y" and 0 <= terms["f(x)=y"] <= 1
+    # the named terms add up as the paper writes L_inv, and the priors come on top of it
+    L_inv = args.alpha * terms["L_KL"] + args.beta * terms["L_CE"] + args.gamma * terms["L_cos"]
+    assert terms["L_inv"] == pytest.approx(L_inv, rel=1e-5)
+    priors = [v for k, v in terms.items() if k not in ("loss", "L_inv", "L_KL", "L_CE", "L_cos", "f(x)=y")]
+    assert terms["loss"] == pytest.approx(terms["L_inv"] + sum(priors), rel=1e-5)
     for name, value in f.state_dict().items():
         assert torch.equal(value, f_before[name]), f"classifier {name} changed"
     assert all(p.grad is None for p in f.parameters()), "a gradient reached the classifier"
@@ -38,23 +44,25 @@ def check_one_step(script_name, **overrides):
 
 def test_one_step_trains_the_generator_only_28px():
     terms = check_one_step("fashion_inversion", paper=True)
-    assert terms["extra"] == 0                           # --paper: L_inv alone
+    assert terms["robust"] == 0 and terms["loss"] == terms["L_inv"]       # --paper: L_inv alone
+    assert set(terms) == {"loss", "L_inv", "L_KL", "L_CE", "L_cos", "robust", "f(x)=y"}
 
 
 def test_one_step_trains_the_generator_only_32px():
     terms = check_one_step("cifar10_inversion")
-    assert terms["extra"] > 0                            # defaults add the robust and stats terms
+    assert terms["robust"] > 0 and terms["stats"] > 0 and terms["bn_stats"] > 0   # the defaults
 
 
 def test_robust_and_prior_terms_also_leave_the_classifier_alone():
     terms = check_one_step("mnist_inversion", **{"robust-eps": 0.1, "tv": 0.5, "stats": 0.1})
-    assert terms["extra"] > 0
+    assert terms["robust"] > 0 and terms["tv"] > 0 and terms["stats"] > 0
 
 
 def test_the_colour_levers_train_the_generator_only():
     terms = check_one_step("cifar10_inversion", **{"view-shift": 2, "bn-stats": 0.1, "upsample": "resize",
-                                                   "robust-eps": 0, "stats": 0})
-    assert terms["extra"] > 0                            # the batch-norm prior alone
+                                                   "robust-eps": 0, "stats": 0, "mode-seeking": 0})
+    assert terms["bn_stats"] > 0 and "stats" not in terms          # the batch-norm prior alone
+    assert terms["loss"] == pytest.approx(terms["L_inv"] + terms["bn_stats"], rel=1e-5)
 
 
 def test_bn_term_is_zero_at_the_running_statistics_and_matches_the_formula():
@@ -120,7 +128,7 @@ def test_robust_term_uses_a_perturbation_within_the_bound():
     # the worst case within the bound is at least as bad as the clean image, to first order
     clean = torch.nn.functional.cross_entropy(f(x), y)
     assert term >= clean - 1e-6
-    assert common.robust_term(f, x, y, 0.0).item() == clean.item()
+    assert common.robust_term(f, x, y, 0.0).item() == 0                 # eps 0: no term
 
 
 def reference_moments(a):

@@ -51,7 +51,7 @@ def stand_ins(data, labels, n):
 
 
 def run(argv=None):
-    ap = common.one_line_errors(argparse.ArgumentParser(description=__doc__.split("\n\n")[0]))
+    ap = common.argument_parser(__doc__)
     ap.add_argument("run_dir", help="a finished run's --out-dir (samples.pt, judge.pt)")
     ap.add_argument("--script", default="fashion_inversion", choices=["mnist_inversion", "fashion_inversion",
                     "svhn_inversion", "cifar10_inversion"], help="the script that made the run")
