@@ -298,7 +298,9 @@ class UserError(Exception):
 
 def run_main(run, argv, script):
     """run(argv): a UserError or out-of-memory as one line and exit 2; Ctrl-C or SIGTERM, 130.
-    Whatever happens, the --out-dir this process holds is let go (release_out_dirs)."""
+    Whatever happens, the --out-dir this process holds is let go (release_out_dirs).  From the
+    command line (argv None), Ctrl-C and SIGTERM are ignored once the run is over: one that
+    comes while the process winds down must not turn its exit status into a death by signal."""
     main_thread = threading.current_thread() is threading.main_thread()
     old = signal.signal(signal.SIGTERM, signal.default_int_handler) if main_thread else None
     try:
@@ -316,6 +318,9 @@ def run_main(run, argv, script):
         release_out_dirs()
         if old is not None:
             signal.signal(signal.SIGTERM, old)
+        if argv is None and main_thread:
+            for s in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(s, signal.SIG_IGN)
     raise SystemExit(2)
 
 
@@ -362,8 +367,11 @@ def atomic_write(path, write):
             with open(tmp, "wb") as fh:
                 write(fh)
             os.replace(tmp, path)
-        except BaseException:
+        except BaseException as e:
             tmp.unlink(missing_ok=True)
+            if isinstance(e, OSError):                           # a full disk, say: one line
+                raise UserError(f"could not write {path} ({first_line(e)}); the file there "
+                                f"before, if any, is kept") from None
             raise
 
 
@@ -396,9 +404,13 @@ def load_checkpoint(path, kind: str, signature: dict) -> dict:
 
 def load_weights(module, state, path):
     """module.load_state_dict(state), or one line if the weights are not this module's."""
-    with reading(path, f"checkpoint of this {type(module).__name__}",
-                 "delete it or use another --out-dir (or --retrain)"):
+    try:
         module.load_state_dict(state)
+    except Exception as e:                   # PyTorch says what is wrong on its second line
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()] or [type(e).__name__]
+        raise UserError(f"{path} does not hold this run's {type(module).__name__} "
+                        f"({lines[min(1, len(lines) - 1)][:120]}); delete it or use another "
+                        f"--out-dir (or --retrain)") from None
 
 
 def rng_state(device, state=None):

@@ -12,8 +12,9 @@ losses.png, and prints a summary.  metrics.json["inversion"], for the samples of
                        on the same data, never used to train G.  Fooling images score high on
                        target and low here
   diversity_ratio      mean pairwise pixel distance within a class over that of real test images
-  feature_cosine       mean cosine of f's features within a class (what L_cos lowers); _real: the same
-                       for real test images; feature_cosine_judge(_real): in the judge's features
+  feature_cosine       mean cosine of f's features within a class (what L_cos lowers); _real:
+                       the same for real test images; feature_cosine_judge(_real): in the
+                       judge's features
   recall, coverage     variety where a change of colour cannot flatter it: per class, in the judge's
                        features, samples against as many real test images.  recall (Kynkaanniemi
                        et al. 2019, k = 3): the share of real images inside some sample's ball (its
@@ -41,23 +42,26 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from scipy import ndimage                        # scipy: in requirements.txt (SVHN needs it too)
 
 import common
 
-SCRIPTS = {"MNIST": "mnist_inversion", "FashionMNIST": "fashion_inversion", "SVHN": "svhn_inversion",
-           "CIFAR10": "cifar10_inversion"}
+SCRIPTS = {"MNIST": "mnist_inversion", "FashionMNIST": "fashion_inversion",
+           "SVHN": "svhn_inversion", "CIFAR10": "cifar10_inversion"}
 MARGINS = (None, 0.5, 1.0, 2.0, 4.0)              # inversion_by_margin; None: the draw's own margin
 
 
-# ==== The judge, and training a classifier for measuring ===========================================
+# ==== The judge, and training a classifier for measuring =========================================
 class Judge(nn.Module):
-    """Batch-norm ReLU CNN with average pooling (the scripts' f use LeakyReLU, dropout, FC layers)."""
+    """Batch-norm ReLU CNN with average pooling (the scripts' f use LeakyReLU, dropout, fully
+    connected layers)."""
 
     def __init__(self, channels=1, n_classes=10, width=32):
         super().__init__()
 
         def block(c_in, c_out):
-            return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
+            return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out),
+                    nn.ReLU()]
         self.features = nn.Sequential(
             *block(channels, width), nn.AvgPool2d(2),                       # (w, S/2, S/2)
             *block(width, 2 * width), nn.AvgPool2d(2),                      # (2w, S/4, S/4)
@@ -85,7 +89,8 @@ def fit(model, draw, steps, lr, name):
         sched.step()
         if time.time() - last > 15:
             last = time.time()
-            print(f"  {name} step {i + 1}/{steps}: loss {loss.item():.4f}, {common.eta(t0, i + 1, steps)}")
+            print(f"  {name} step {i + 1}/{steps}: loss {loss.item():.4f}, "
+                  f"{common.eta(t0, i + 1, steps)}")
     return model.eval()
 
 
@@ -99,18 +104,21 @@ def batches(x, target, size, spec, args):
 
 def trained_judge(spec, data, args, out, device):
     """The judge from out/judge.pt, or trained as f is (same data, epochs, batch size, learning
-    rate, augmentation; never adversarially) and saved there.  (judge, test accuracy, seconds training)."""
-    judge = common.place(Judge(data["x_train"].shape[1], len(spec["classes"]), args.judge_width), device)
+    rate, augmentation; never adversarially) and saved there.  (judge, test accuracy, seconds
+    training)."""
+    judge = Judge(data["x_train"].shape[1], len(spec["classes"]), args.judge_width)
+    judge = common.place(judge, device)
     signature = {"dataset": spec["dataset"], "arch": common.architecture(judge),
-                 "training": common.f_training(args, adversarial=False)}     # the judge is never adversarial
+                 "training": common.f_training(args, adversarial=False)}   # never adversarial
     path = out / "judge.pt"
     if path.exists() and not args.retrain:
         ckpt = common.load_checkpoint(path, "judge", signature)
-        judge.load_state_dict(ckpt["model"])
+        common.load_weights(judge, ckpt["model"], path)
         return judge.eval(), ckpt["test_accuracy"], 0.0
     t0, B = time.time(), args.classifier_batch_size
     steps = args.classifier_epochs * max(1, len(data["x_train"]) // B)
-    fit(judge, batches(data["x_train"], data["y_train"], B, spec, args), steps, args.classifier_lr, "judge")
+    draw = batches(data["x_train"], data["y_train"], B, spec, args)
+    fit(judge, draw, steps, args.classifier_lr, "judge")
     accuracy = common.accuracy(judge, data["x_test"], data["y_test"])
     print(f"judge: test accuracy {accuracy:.4f}, {time.time() - t0:.0f}s")
     common.save_checkpoint(path, {"kind": "judge", **signature, "model": judge.state_dict(),
@@ -141,12 +149,14 @@ def distillation(spec, G, f, data, args, device):
     for name, draw in (("from_generator", from_G), ("from_training_images", from_data)):
         torch.manual_seed(args.seed)
         student = common.place(Judge(data["x_train"].shape[1], n, args.judge_width), device)
-        fit(student, draw, args.distill_steps, args.classifier_lr, f"student {name.replace('_', ' ')}")
+        fit(student, draw, args.distill_steps, args.classifier_lr,
+            f"student {name.replace('_', ' ')}")
         scores[name] = common.accuracy(student, data["x_test"], data["y_test"])
-    return {**scores, "steps": args.distill_steps, "batch_size": B, "student": common.architecture(student)}
+    return {**scores, "steps": args.distill_steps, "batch_size": B,
+            "student": common.architecture(student)}
 
 
-# ==== Numbers ======================================================================================
+# ==== Numbers ====================================================================================
 def mean_pairwise_distance(x):
     """Mean L2 distance over pairs i != j of the flattened images (0 for a collapsed batch)."""
     return torch.pdist(x.flatten(1).double()).mean().item() if len(x) > 1 else 0.0
@@ -233,7 +243,6 @@ def nearest_neighbours(x, x_train, batch=256, candidates=8):
 def pieces(images, threshold=0.5):
     """Per grey image: how many 8-connected pieces its pixels above threshold form, and how many
     of those are specks (at most 3 pixels).  A whole digit or garment is one piece, no specks."""
-    from scipy import ndimage                    # scipy: in requirements.txt (SVHN needs it too)
     counts, specks = [], []
     for image in (images[:, 0] > threshold).cpu().numpy():
         labels, k = ndimage.label(image, structure=[[1, 1, 1]] * 3)
@@ -245,11 +254,13 @@ def pieces(images, threshold=0.5):
 def strokes(images, labels, data):
     """metrics.json["inversion"]["pieces"] for grey images: the samples' mean number of pieces,
     share in one piece, mean specks; the same for as many real test images of each label."""
-    real = torch.cat([data["x_test"][data["y_test"] == c][:int((labels == c).sum())] for c in labels.unique()])
+    real = torch.cat([data["x_test"][data["y_test"] == c][:int((labels == c).sum())]
+                      for c in labels.unique()])
     out = {}
     for name, x in (("samples", images), ("real", real)):
         count, speck = pieces(x)
-        out.update({f"{name}_pieces": count.mean().item(), f"{name}_one_piece": (count == 1).float().mean().item(),
+        out.update({f"{name}_pieces": count.mean().item(),
+                    f"{name}_one_piece": (count == 1).float().mean().item(),
                     f"{name}_specks": speck.mean().item()})
     return out
 
@@ -262,16 +273,20 @@ def features_of(model, x, batch=1000):
 
 def stand_in_images(data, labels, n_classes, noise=(0.05, 0.1)):
     """Stand-ins for samples with these labels, made of real training images, in the labels'
-    order: a random training image of each label, the same with Gaussian pixel noise of each
-    std in noise (clipped to [0, 1]), and each label's mean training image."""
+    order: a random training image of each label (drawn again only if the label has fewer
+    training images than samples), the same with Gaussian pixel noise of each std in noise
+    (clipped to [0, 1]), and each label's mean training image."""
     x_tr, y_tr = data["x_train"], data["y_train"]
     real = torch.empty(len(labels), *x_tr.shape[1:], device=x_tr.device)
     for c in range(n_classes):
-        idx = torch.nonzero(y_tr == c)[:, 0]
-        real[labels == c] = x_tr[idx[torch.randperm(len(idx), device=idx.device)[:int((labels == c).sum())]]]
+        idx, count = torch.nonzero(y_tr == c)[:, 0], int((labels == c).sum())
+        chosen = (torch.randperm(len(idx), device=idx.device)[:count] if count <= len(idx)
+                  else torch.randint(len(idx), (count,), device=idx.device))   # a small subset
+        real[labels == c] = x_tr[idx[chosen]]
     means = torch.stack([x_tr[y_tr == c].mean(0) for c in range(n_classes)])
     return {"training_images": real,
-            **{f"training_images_noise_{s:g}": (real + s * torch.randn_like(real)).clamp(0, 1) for s in noise},
+            **{f"training_images_noise_{s:g}": (real + s * torch.randn_like(real)).clamp(0, 1)
+               for s in noise},
             "class_mean_images": means[labels]}
 
 
@@ -290,7 +305,8 @@ def inversion_metrics(images, labels, f, judge, data, n_classes):
     j_pred = torch.cat([judge(c).argmax(1) for c in images.split(1000)])
     hit = f_prob.argmax(1) == labels
     x_te, y_te = data["x_test"], data["y_test"]
-    phi, psi, real_feats = features_of(f, images), features_of(judge, images), features_of(judge, x_te)
+    phi, psi = features_of(f, images), features_of(judge, images)      # f's and the judge's
+    real_feats = features_of(judge, x_te)
     div_ratios, cosines = [], {"f": [], "f_real": [], "judge": [], "judge_real": []}
     for c in range(n_classes):
         fake, real = images[labels == c], x_te[y_te == c][:int((labels == c).sum())]
@@ -301,13 +317,16 @@ def inversion_metrics(images, labels, f, judge, data, n_classes):
         cosines["judge"].append(mean_pairwise_cosine(psi[labels == c]))
         cosines["judge_real"].append(mean_pairwise_cosine(real_feats[y_te == c][:len(real)]))
     cos = {key: sum(v) / n_classes for key, v in cosines.items()}
-    half = torch.randperm(len(real_feats), device=real_feats.device).split((len(real_feats) + 1) // 2)
+    order = torch.randperm(len(real_feats), device=real_feats.device)
+    half = order.split((len(real_feats) + 1) // 2)
     return {
         "target_accuracy": hit.float().mean().item(),
-        "per_class_target_accuracy": [hit[labels == c].float().mean().item() for c in range(n_classes)],
+        "per_class_target_accuracy": [hit[labels == c].float().mean().item()
+                                      for c in range(n_classes)],
         "mean_confidence": f_prob.gather(1, labels[:, None]).mean().item(),
         "judge_accuracy": (j_pred == labels).float().mean().item(),
-        "per_class_judge_accuracy": [(j_pred[labels == c] == c).float().mean().item() for c in range(n_classes)],
+        "per_class_judge_accuracy": [(j_pred[labels == c] == c).float().mean().item()
+                                     for c in range(n_classes)],
         "diversity_ratio": sum(div_ratios) / n_classes,
         "per_class_diversity_ratio": div_ratios,
         "feature_cosine": cos["f"], "feature_cosine_real": cos["f_real"],
@@ -331,10 +350,11 @@ def margin_scores(G, f, judge, data, n, margin, per_class):
         real_d = mean_pairwise_distance(data["x_test"][data["y_test"] == c][:per_class])
         div.append(mean_pairwise_distance(x[y == c]) / real_d if real_d > 0 else 0.0)
     return {"target_accuracy": (f(x).argmax(1) == y).float().mean().item(),
-            "judge_accuracy": (judge(x).argmax(1) == y).float().mean().item(), "diversity_ratio": sum(div) / n}
+            "judge_accuracy": (judge(x).argmax(1) == y).float().mean().item(),
+            "diversity_ratio": sum(div) / n}
 
 
-# ==== Figures ======================================================================================
+# ==== Figures ====================================================================================
 def save_figure(fig, path):
     import matplotlib.pyplot as plt
     common.atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=80, bbox_inches="tight"))
@@ -349,11 +369,14 @@ def image_grid(path, rows, row_names, col_names=None, title=None, pad=2):
     R, K, (H, W) = len(rows), max(len(r) for r in rows), rows[0].shape[-2:]
     grid = torch.ones(R, K, 3, H + pad, W + pad)                              # white ground
     for r, imgs in enumerate(rows):
-        grid[r, :len(imgs), :, :H, :W] = imgs.detach().float().cpu().clamp(0, 1).expand(-1, 3, -1, -1)
+        grid[r, :len(imgs), :, :H, :W] = imgs.detach().float().cpu().clamp(0, 1).expand(
+            -1, 3, -1, -1)
     fig, ax = plt.subplots(figsize=(0.75 * K + 1.2, 0.75 * R + 0.4))
-    ax.imshow(grid.permute(0, 3, 1, 4, 2).reshape(R * (H + pad), K * (W + pad), 3).numpy(), interpolation="nearest")
+    page = grid.permute(0, 3, 1, 4, 2).reshape(R * (H + pad), K * (W + pad), 3)
+    ax.imshow(page.numpy(), interpolation="nearest")
     ax.set_yticks([r * (H + pad) + (H - 1) / 2 for r in range(R)], row_names[:R], fontsize=8)
-    ax.set_xticks([k * (W + pad) + (W - 1) / 2 for k in range(K)] if col_names else [], col_names or [], fontsize=7)
+    ticks = [k * (W + pad) + (W - 1) / 2 for k in range(K)] if col_names else []
+    ax.set_xticks(ticks, col_names or [], fontsize=7)
     ax.xaxis.tick_top()
     ax.tick_params(length=0)
     for side in ax.spines.values():
@@ -383,19 +406,20 @@ def losses_figure(path, history):
 def figures(spec, out, G, x, y, data, history, seed):
     """nearest.png, intensity.png, losses.png."""
     classes, n, device = spec["classes"], len(spec["classes"]), x.device
-    picks = torch.cat([torch.nonzero(y == c)[:3, 0] for c in range(n)])      # three samples per class
+    picks = torch.cat([torch.nonzero(y == c)[:3, 0] for c in range(n)])    # three per class
     _, nn_idx = nearest_neighbours(x[picks], data["x_train"])
-    pairs = torch.stack([x[picks], data["x_train"][nn_idx]], 1).flatten(0, 1)   # sample, neighbour, ...
+    pairs = torch.stack([x[picks], data["x_train"][nn_idx]], 1).flatten(0, 1)   # sample, its nn
     per_row = 2 * len(picks) // n
-    image_grid(out / "nearest.png", list(pairs.split(per_row)), classes, ["sample", "nearest"] * (per_row // 2),
+    image_grid(out / "nearest.png", list(pairs.split(per_row)), classes,
+               ["sample", "nearest"] * (per_row // 2),
                "samples beside their nearest training images")
     margins = torch.tensor([0.01, 0.1, 0.3, 0.6, 1.0, 2.0, 4.0, 8.0], device=device)
-    G, rows = G[0].eval(), []                                    # dropout off: only the margin varies
+    G, rows = G[0].eval(), []                               # dropout off: only the margin varies
     for c in range(n):
         torch.manual_seed(seed + c)
         z, v = torch.randn(1, G.latent_dim, device=device), torch.randn(1, n, device=device)
-        p, _, H = common.conditioning_for_labels(torch.full((len(margins),), c, device=device), n, margins,
-                                                 v.expand(len(margins), n))
+        labels = torch.full((len(margins),), c, device=device)
+        p, _, H = common.conditioning_for_labels(labels, n, margins, v.expand(len(margins), n))
         with torch.no_grad():
             rows.append(G(z.expand(len(margins), -1), p, H))
     image_grid(out / "intensity.png", rows, classes, [f"+{m:g}" for m in margins.tolist()],
@@ -430,10 +454,12 @@ def print_summary(metrics):
             ("seconds, total", metrics["seconds"]["total"])]
     print(f"\nsummary (samples at margin {metrics['config']['margin'] or 'natural'})")
     for name, value in rows:
-        print(f"  {name:<36} " + ("  not measured (too few samples)" if value is None else f"{value:10.4f}"))
+        shown = "  not measured (too few samples)" if value is None else f"{value:10.4f}"
+        print(f"  {name:<36} {shown}")
     print(f"  {'by sampling margin':<24} {'target':>8} {'judge':>8} {'diversity':>10}")
     for m, r in metrics["inversion_by_margin"].items():
-        print(f"    {m:<22} {r['target_accuracy']:8.3f} {r['judge_accuracy']:8.3f} {r['diversity_ratio']:10.3f}")
+        print(f"    {m:<22} {r['target_accuracy']:8.3f} {r['judge_accuracy']:8.3f} "
+              f"{r['diversity_ratio']:10.3f}")
 
 
 def report(spec, out, args, data, f, f_accuracy, G, x, y, history, seconds, t_start):
@@ -442,7 +468,7 @@ def report(spec, out, args, data, f, f_accuracy, G, x, y, history, seconds, t_st
     t0, n, device = time.time(), len(spec["classes"]), x.device
     judge, judge_accuracy, seconds["judge"] = trained_judge(spec, data, args, out, device)
     common.sampling_mode(G)
-    parts, t = {}, time.time()                                   # seconds of each part of the measuring
+    parts, t = {}, time.time()                          # seconds of each part of the measuring
 
     def timed(name, value):
         nonlocal t
@@ -451,25 +477,64 @@ def report(spec, out, args, data, f, f_accuracy, G, x, y, history, seconds, t_st
     inversion = timed("metrics", inversion_metrics(x, y, f, judge, data, n))
     timed("figures", figures(spec, out, G, x, y, data, history, args.seed))
     by_margin = timed("margins", {("natural" if m is None else f"{m:g}"):
-                                  margin_scores(G, f, judge, data, n, m, args.eval_per_class) for m in MARGINS})
-    distilled = timed("distillation", distillation(spec, G, f, data, args, device) if args.distill_steps else {})
-    seconds.update(measure=time.time() - t0 - seconds["judge"], measure_parts=parts, total=time.time() - t_start)
+                                  margin_scores(G, f, judge, data, n, m, args.eval_per_class)
+                                  for m in MARGINS})
+    distilled = timed("distillation", distillation(spec, G, f, data, args, device)
+                      if args.distill_steps else {})
+    seconds.update(measure=time.time() - t0 - seconds["judge"], measure_parts=parts,
+                   total=time.time() - t_start)
+    cuda = f" ({torch.cuda.get_device_name()})" if device.type == "cuda" else ""
     metrics = {"dataset": spec["dataset"], "fake_data": args.fake_data,
-               "device": str(device) + (f" ({torch.cuda.get_device_name()})" if device.type == "cuda" else ""),
-               "classifier": {"test_accuracy": f_accuracy}, "judge": {"test_accuracy": judge_accuracy},
+               "device": str(device) + cuda, "classifier": {"test_accuracy": f_accuracy},
+               "judge": {"test_accuracy": judge_accuracy},
                "inversion": inversion, "inversion_by_margin": by_margin, "distillation": distilled,
                "history": history, "seconds": seconds, "config": vars(args)}
-    common.atomic_write(out / "metrics.json", lambda fh: fh.write(json.dumps(metrics, indent=2).encode()))
+    text = json.dumps(metrics, indent=2).encode()
+    common.atomic_write(out / "metrics.json", lambda fh: fh.write(text))
     print_summary(metrics)
     print(f"\nwrote {out}/: classifier.pt judge.pt generator.pt samples.pt samples.png nearest.png "
           f"intensity.png losses.png metrics.json")
     return metrics
 
 
-# ==== Re-scoring a finished run ==================================================================
+# ==== Re-scoring a finished run =================================================================
+def read_samples(path, shape, n_classes):
+    """(images, labels) of a samples.pt, checked against its contract before anything is
+    computed from it; a file that breaks it: one line saying how."""
+    with common.reading(path, "samples file", "make it again with the script that wrote it"):
+        samples = torch.load(path, map_location="cpu", weights_only=True)
+    problem = samples_problem(samples, shape, n_classes)
+    if problem:
+        raise common.UserError(f"{path} breaks the samples.pt contract: {problem}")
+    return samples["images"], samples["labels"]
+
+
+def samples_problem(samples, shape, n):
+    """What breaks {"images": float (N, C, H, W) in [0, 1], "labels": long (N,) in 0..n-1, every
+    class at least twice}, or None."""
+    if not isinstance(samples, dict) or not {"images", "labels"} <= set(samples):
+        return 'it must be a dict with "images" and "labels"'
+    x, y = samples["images"], samples["labels"]
+    if not torch.is_tensor(x) or not x.is_floating_point() or x.dim() != 4:
+        return "images must be a float tensor (N, C, H, W)"
+    if tuple(x.shape[1:]) != tuple(shape):
+        return f"images are {tuple(x.shape[1:])} each, this dataset's are {tuple(shape)}"
+    if not torch.isfinite(x).all() or x.min() < 0 or x.max() > 1:
+        return (f"images must be in [0, 1], found {x.min().item():.4g} to {x.max().item():.4g}"
+                + (" (0-255? divide by 255)" if x.max() > 1 else ""))
+    if not torch.is_tensor(y) or y.dtype != torch.long or tuple(y.shape) != (len(x),):
+        return f"labels must be a long tensor of one label per image ({len(x)})"
+    if len(y) and (y.min() < 0 or y.max() >= n):
+        return f"labels must be in 0..{n - 1}"
+    counts = torch.bincount(y, minlength=n)
+    if counts.min() < 2:
+        return f"class {counts.argmin().item()} has {counts.min().item()} samples; each needs 2"
+    return None
+
+
 def rescore(argv=None):
     """python measure.py RUN_DIR: report() again from the run's checkpoints and samples.pt."""
-    ap = common.one_line_errors(argparse.ArgumentParser(description=__doc__.split("\n\n")[0]))
+    ap = common.argument_parser(__doc__)
     ap.add_argument("run_dir", help="a finished run's --out-dir")
     ap.add_argument("--data-dir", help="where the dataset is (default: the run's own --data-dir)")
     ap.add_argument("--device", default="auto", choices=["auto", "cuda", "mps", "cpu"])
@@ -480,27 +545,31 @@ def rescore(argv=None):
         if not (run / name).is_file():
             raise common.UserError(f"{run / name} not found: give the --out-dir of a finished run")
     first = common.load_checkpoint(run / "generator.pt", "generator", {})
+    if first.get("dataset") not in SCRIPTS:
+        raise common.UserError(f"{run / 'generator.pt'} names no dataset of this project")
     script = importlib.import_module(SCRIPTS[first["dataset"]])
-    args = argparse.Namespace(**{**vars(script.parse_args([])), **first["config"],   # flags newer than the run
-                                 "out_dir": str(run), "device": cli.device, "retrain": False,
-                                 **{k: v for k, v in vars(cli).items() if k != "run_dir" and v is not None}})
+    given = {k: v for k, v in vars(cli).items() if k != "run_dir" and v is not None}
+    args = {**vars(script.parse_args([])), **first["config"]}      # flags newer than the run too
+    args = argparse.Namespace(**{**args, "out_dir": str(run), "device": cli.device,
+                                 "retrain": False, **given})
+    x, y = read_samples(run / "samples.pt", script.SHAPE, len(script.CLASSES))
+    old = {}
+    if (run / "metrics.json").is_file():
+        with common.reading(run / "metrics.json", "metrics file", "delete it"):
+            old = json.loads((run / "metrics.json").read_text()).get("seconds", {})
     device, out = common.setup(args)
     t_start, data = time.time(), script.load_data(args, device)
     f = common.place(script.Classifier(len(script.CLASSES), args.classifier_width), device)
-    ckpt = common.load_checkpoint(run / "classifier.pt", "classifier", {"dataset": script.DATASET})
-    f.load_state_dict(ckpt["model"])
+    signature = {"dataset": script.DATASET, "arch": common.architecture(f)}
+    ckpt = common.load_checkpoint(run / "classifier.pt", "classifier", signature)
+    common.load_weights(f, ckpt["model"], run / "classifier.pt")
     f.eval().requires_grad_(False)
     G = common.place(script.build_generator(args), device)
-    G.load_state_dict(first["model"])
-    try:
-        samples = torch.load(run / "samples.pt")
-        x, y = samples["images"].to(device), samples["labels"].to(device)
-    except Exception as e:
-        raise common.UserError(f"{run / 'samples.pt'} is not a readable samples file ({type(e).__name__})") from None
-    old = json.loads((run / "metrics.json").read_text()).get("seconds", {}) if (run / "metrics.json").is_file() else {}
+    common.load_weights(G, first["model"], run / "generator.pt")
     spec = dict(dataset=script.DATASET, classes=script.CLASSES, flip=script.FLIP)
-    return report(spec, out, args, data, f, ckpt["test_accuracy"], G, x, y, first["history"],
-                  {k: old[k] for k in ("data", "classifier", "generator") if k in old}, t_start)
+    kept = {k: old[k] for k in ("data", "classifier", "generator") if k in old}
+    return report(spec, out, args, data, f, ckpt["test_accuracy"], G, x.to(device), y.to(device),
+                  first["history"], kept, t_start)
 
 
 if __name__ == "__main__":

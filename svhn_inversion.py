@@ -435,6 +435,11 @@ def run(argv=None):
     file)."""
     args = parse_args(argv)
     device, out = common.setup(args)                             # prints device and settings
+    try:                                                         # said now, not after training
+        import measure
+    except ImportError as e:
+        measure = None
+        print(f"measure.py cannot be imported here ({common.first_line(e)}): no measuring")
     t = [time.time()]
     data = load_data(args, device)                                           # 2. data
     t.append(time.time())
@@ -445,11 +450,9 @@ def run(argv=None):
     t.append(time.time())
     x, y = save_samples(G, args, out, device)                                # 6. Fig. 2, samples.pt
     seconds = dict(zip(["data", "classifier", "generator"], [b - a for a, b in zip(t, t[1:])]))
-    try:
-        import measure
-    except ImportError:
+    if measure is None:
         print(f"wrote {out}/: classifier.pt, generator.pt, samples.pt, samples.png "
-              f"(measure.py is not beside this script: measurement skipped)")
+              f"(measurement skipped)")
         return None
     spec = dict(dataset=DATASET, classes=CLASSES, flip=FLIP)
     return measure.report(spec, out, args, data, f, f_accuracy, G, x, y, history, seconds, t[0])

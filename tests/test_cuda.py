@@ -59,7 +59,7 @@ def test_graphed_inversion_step_draws_new_noise_on_every_replay():
     G = common.place(mod.build_generator(args), device).train()
     opt = torch.optim.Adam(G.parameters(), lr=0.0, capturable=True)      # lr 0: G stays put
     step = common.GraphedStep(lambda: mod.inversion_step(G, f, opt, args, stats, device), warmup=2)
-    losses = [step()[0].item() for _ in range(6)]
+    losses = [step()["loss"].item() for _ in range(6)]
     assert step.graph is not None
     assert len(set(losses[2:])) == 4, losses                     # same G, new z and p each replay
 
@@ -146,9 +146,26 @@ def test_two_generators_end_to_end_on_cuda(tmp_path):
     metrics = load_script("mnist_inversion").main(["--fake-data", "--dry-run", "--device", "cuda", "--out-dir",
                                                    str(tmp_path), "--num-generators", "2", "--width", "32"])
     assert metrics["device"].startswith("cuda")
-    for name in ("generator.pt", "generator_1.pt"):
-        assert torch.load(tmp_path / name, weights_only=False)["step"] == 4
+    ckpt = torch.load(tmp_path / "generator.pt", weights_only=False)
+    assert ckpt["step"] == 4 and ckpt["arch"].startswith("Generators/")
+    assert {key.split(".")[0] for key in ckpt["model"]} == {"0", "1"}          # two generators
     assert (tmp_path / "samples.png").is_file()
+
+
+@cuda
+def test_a_step_that_cannot_be_recorded_runs_without_the_graph(capsys):
+    model, step = _model_and_step()
+    losses = []
+
+    def step_with_a_host_sync():                                 # .item(): no CUDA graph records it
+        losses.append(step().item())
+        return torch.tensor(losses[-1])
+    graphed = common.GraphedStep(step_with_a_host_sync, warmup=2)
+    for _ in range(5):
+        graphed()
+    assert graphed.graph is False and len(losses) == 5 and losses[-1] < losses[0]
+    out = capsys.readouterr().out
+    assert out.count("cannot be recorded as a CUDA graph") == 1
 
 
 @cuda

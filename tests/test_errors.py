@@ -29,19 +29,10 @@ def one_line_error(stderr, *words):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("flag,value,words", [
-    ("--generator-steps", "0", ["--generator-steps", "positive"]),
-    ("--classifier-epochs", "-1", ["--classifier-epochs", "positive"]),
-    ("--batch-size", "0", ["--batch-size", "positive"]),
-    ("--alpha", "nan", ["--alpha", "finite"]),
-    ("--gamma", "inf", ["--gamma", "finite"]),
+@pytest.mark.parametrize("flag,value,words", [       # the command line's own path; every kind of
+    ("--generator-steps", "0", ["--generator-steps", "positive"]),   # bad value: test_faults.py
     ("--device", "tpu", ["--device", "invalid choice"]),
-    ("--batch-size", "many", ["--batch-size"]),
-    ("--margin", "wide", ["--margin", "natural"]),
-    ("--margin", "-1", ["--margin", "natural"]),
     ("--quick", "--medium", ["--quick and --medium", "pick one"]),
-    ("--upsample", "bilinear", ["--upsample", "invalid choice"]),
-    ("--view-shift", "-2", ["--view-shift", "zero or a positive integer"]),
 ])
 def test_bad_flag_values(flag, value, words):
     code, out, err = run_cli("--fake-data", flag, value, timeout=60)
@@ -222,7 +213,7 @@ def test_checkpoints_are_written_atomically(tmp_path, monkeypatch):
         fh.write(b"half a fi")
         raise OSError("disk full")
     monkeypatch.setattr(torch, "save", broken_save)
-    with pytest.raises(OSError):
+    with pytest.raises(common.UserError, match="disk full"):
         common.save_checkpoint(path, {"kind": "generator", "v": 2})
     monkeypatch.undo()
     assert torch.load(path, weights_only=False)["v"] == 1                  # the old file is intact

@@ -212,3 +212,43 @@ def test_stats_term_stays_in_float32_under_bfloat16_autocast():
         mixed = common.stats_term(acts, stats, y)
     assert mixed.dtype == torch.float32
     torch.testing.assert_close(mixed, plain, rtol=1e-5, atol=1e-6)
+
+
+class FakeCuda:
+    """Enough of torch.cuda for GraphedStep on a CPU: streams that do nothing, and a graph whose
+    recording fails the way a host sync fails under capture."""
+
+    class Stream:
+        def wait_stream(self, other):
+            pass
+
+    def __init__(self):
+        self.recorded = 0
+
+    def graph(self, g):
+        fake = self
+
+        class Recording:
+            def __enter__(self):
+                fake.recorded += 1
+
+            def __exit__(self, *exc):
+                raise RuntimeError("operation not permitted when stream is capturing\nmore")
+        return Recording()
+
+
+def test_a_step_the_cuda_graph_cannot_record_is_said_once_and_run_without_it(monkeypatch, capsys):
+    import contextlib
+    fake, calls = FakeCuda(), []
+    monkeypatch.setattr(torch.cuda, "Stream", FakeCuda.Stream)
+    monkeypatch.setattr(torch.cuda, "stream", lambda s: contextlib.nullcontext())
+    monkeypatch.setattr(torch.cuda, "current_stream", FakeCuda.Stream)
+    monkeypatch.setattr(torch.cuda, "CUDAGraph", object)
+    monkeypatch.setattr(torch.cuda, "graph", fake.graph)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda: None)
+    step = common.GraphedStep(lambda: calls.append(1) or len(calls), warmup=2)
+    outs = [step() for _ in range(6)]
+    assert fake.recorded == 1 and step.graph is False            # one try at recording
+    assert outs[-1] == len(calls) == 7                           # 6 steps run, + the failed recording's
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1 and "cannot be recorded as a CUDA graph" in out[0] and "going on" in out[0]

@@ -69,13 +69,10 @@ def run(argv=None):
                                                     + ["--fake-data"] * args.fake_data), torch.device("cpu"))
     n = len(script.CLASSES)
     judge = measure.Judge(script.SHAPE[0], n)
-    judge.load_state_dict(common.load_checkpoint(run_dir / "judge.pt", "judge", {"dataset": script.DATASET})["model"])
+    ckpt = common.load_checkpoint(run_dir / "judge.pt", "judge", {"dataset": script.DATASET})
+    common.load_weights(judge, ckpt["model"], run_dir / "judge.pt")
     judge.eval()
-    try:
-        samples = torch.load(run_dir / "samples.pt")
-        x, labels = samples["images"], samples["labels"]
-    except Exception as e:
-        raise common.UserError(f"{run_dir / 'samples.pt'} is not a readable samples file ({type(e).__name__})") from None
+    x, labels = measure.read_samples(run_dir / "samples.pt", script.SHAPE, n)
     real_feats = measure.features_of(judge, data["x_test"])
     rows = {"samples (samples.pt)": x, **stand_ins(data, labels, n)}
     feats = {name: measure.features_of(judge, images) for name, images in rows.items()}
