@@ -326,7 +326,7 @@ def train_generator(f, stats, args, out, device):
     graph = args.cuda_graph and device.type == "cuda"            # --cuda-graph: the step replayed
     opt = torch.optim.Adam(G.parameters(), lr=args.lr, betas=(0.5, 0.999), capturable=graph)
     path, signature = out / "generator.pt", {"dataset": DATASET, "arch": common.architecture(G)}
-    step, history = resume(G, opt, path, signature, args, device) if args.resume else (0, [])
+    step, history = resume(G, opt, path, signature, device) if args.resume else (0, [])
 
     def save():
         common.save_checkpoint(path, {"kind": "generator", **signature, "step": step,
@@ -358,7 +358,7 @@ def train_generator(f, stats, args, out, device):
     return G, history
 
 
-def resume(G, opt, path, signature, args, device):
+def resume(G, opt, path, signature, device):
     """G, Adam and the random numbers from path (if it is there): (step, history)."""
     if not path.exists():
         return 0, []

@@ -30,6 +30,7 @@ i, s, nat, d = m["inversion"], m["seconds"], m["inversion_by_margin"]["natural"]
 print(f"  {sys.argv[1]}: f {m['classifier']['test_accuracy']:.4f} judge_test {m['judge']['test_accuracy']:.4f} "
       f"tgt {i['target_accuracy']:.3f} judge {i['judge_accuracy']:.3f} div {i['diversity_ratio']:.3f} "
       f"cos {i['feature_cosine']:.3f}/{i['feature_cosine_real']:.3f} (natural: judge {nat['judge_accuracy']:.3f}) "
+      f"recall {i.get('recall')}/{i.get('recall_real')} coverage {i.get('coverage')}/{i.get('coverage_real')} "
       f"fd {i['frechet_distance']:.2f}/{i['frechet_distance_real']:.2f} nn {i['nn_distance']:.2f} "
       f"distill {d.get('from_generator', 0):.4f}/{d.get('from_training_images', 0):.4f} "
       f"pieces {i.get('pieces', {})} | seconds: " + " ".join(f"{k} {v:.1f}" for k, v in s.items() if k != "measure_parts"))
