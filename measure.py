@@ -27,7 +27,8 @@ losses.png, and prints a summary.  metrics.json["inversion"], for the samples of
   nn_distance          mean L2 pixel distance of a sample to its nearest training image
   pieces               grey images: 8-connected pieces above 0.5 per image, the share in one
                        piece, specks (pieces of at most 3 pixels); samples and real test images
-metrics.json["inversion_by_margin"]: target, judge and diversity at several arg-max margins.
+metrics.json["inversion_by_margin"]: target, judge, diversity, recall and coverage at several
+arg-max margins (the margin trades the judge's accuracy against variety).
 metrics.json["distillation"]: data-free distillation, how the field scores a generator trained
 against a frozen classifier: a fresh student (the judge's architecture) trained only on G's
 samples to match f's outputs, tested on the real test images; beside it the same student, same
@@ -342,16 +343,18 @@ def inversion_metrics(images, labels, f, judge, data, n_classes):
 
 @torch.no_grad()
 def margin_scores(G, f, judge, data, n, margin, per_class):
-    """Target and judge accuracy and diversity ratio of fresh samples at one arg-max margin."""
+    """Target and judge accuracy, diversity ratio, recall and coverage of fresh samples at one
+    arg-max margin (the margin trades the judge's accuracy against variety)."""
     y = torch.arange(n, device=data["x_train"].device).repeat_interleave(per_class)
     x = common.generate(common.sampling_mode(G), y, n, margin)
     div = []
     for c in range(n):
         real_d = mean_pairwise_distance(data["x_test"][data["y_test"] == c][:per_class])
         div.append(mean_pairwise_distance(x[y == c]) / real_d if real_d > 0 else 0.0)
+    v = variety(features_of(judge, x), y, features_of(judge, data["x_test"]), data["y_test"], n)
     return {"target_accuracy": (f(x).argmax(1) == y).float().mean().item(),
             "judge_accuracy": (judge(x).argmax(1) == y).float().mean().item(),
-            "diversity_ratio": sum(div) / n}
+            "diversity_ratio": sum(div) / n, "recall": v["recall"], "coverage": v["coverage"]}
 
 
 # ==== Figures ====================================================================================
@@ -456,10 +459,12 @@ def print_summary(metrics):
     for name, value in rows:
         shown = "  not measured (too few samples)" if value is None else f"{value:10.4f}"
         print(f"  {name:<36} {shown}")
-    print(f"  {'by sampling margin':<24} {'target':>8} {'judge':>8} {'diversity':>10}")
+    print(f"  {'by sampling margin':<24} {'target':>8} {'judge':>8} {'diversity':>10} "
+          f"{'recall':>8} {'coverage':>9}")
     for m, r in metrics["inversion_by_margin"].items():
-        print(f"    {m:<22} {r['target_accuracy']:8.3f} {r['judge_accuracy']:8.3f} "
-              f"{r['diversity_ratio']:10.3f}")
+        scores = [r["target_accuracy"], r["judge_accuracy"], r["diversity_ratio"], r["recall"],
+                  r["coverage"]]
+        print(f"    {m:<22} " + " ".join("       -" if v is None else f"{v:8.3f}" for v in scores))
 
 
 def report(spec, out, args, data, f, f_accuracy, G, x, y, history, seconds, t_start):

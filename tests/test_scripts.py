@@ -60,7 +60,8 @@ def test_dry_run_writes_every_output_and_samples_follow_the_contract(tmp_path, n
     assert metrics["inversion"] == inv
     by_margin = saved["inversion_by_margin"]
     assert list(by_margin) == ["natural", "0.5", "1", "2", "4"]
-    assert all(set(r) == {"target_accuracy", "judge_accuracy", "diversity_ratio"} for r in by_margin.values())
+    assert all(set(r) == {"target_accuracy", "judge_accuracy", "diversity_ratio", "recall", "coverage"}
+               for r in by_margin.values())
     assert saved["config"]["margin"] == 1.0
 
 
