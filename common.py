@@ -394,6 +394,10 @@ def load_checkpoint(path, kind: str, signature: dict) -> dict:
     missing = [key for key in KEYS[kind] if key not in ckpt]
     if missing:
         raise UserError(f"{path} lacks {', '.join(missing)}: not a whole {kind} checkpoint; {fix}")
+    history = ckpt.get("history", [])
+    if not (isinstance(history, list) and all(isinstance(row, dict) for row in history)):
+        raise UserError(f"{path} keeps its loss history in an older layout (not one dict per "
+                        f"logged line); train G again with --retrain, or {fix}")
     for key, want in signature.items():
         if ckpt.get(key) != want:
             raise UserError(f"{path} was made with {key}={ckpt.get(key)!r}, this run has "

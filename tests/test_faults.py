@@ -202,6 +202,7 @@ def test_a_classifier_of_another_width_in_the_folder_is_refused_by_measure(finis
     (lambda c: {**c, "optimizer": {"state": {}, "param_groups": []}}, ["generator.pt", "optimizer"]),
     (lambda c: {**c, "rng": {"cpu": torch.zeros(3)}}, ["generator.pt", "random states"]),
     (lambda c: {**c, "kind": "judge"}, ["not a generator checkpoint"]),
+    (lambda c: {**c, "history": {"step": [1], "loss": [0.5]}}, ["generator.pt", "older layout"]),
 ])
 def test_resume_refuses_a_generator_checkpoint_that_is_not_whole(finished_run, tmp_path, capsys,
                                                                 change, words):
