@@ -135,7 +135,8 @@ def inversion_baseline(G, f, opt, args, device):
 def inversion_fn(mod, name, extra, x, y, batch, device):
     """(one inversion training step returning its batch size, warm-up steps) for a variant."""
     torch.manual_seed(0)
-    args = mod.parse_args(["--batch-size", str(batch), "--device", device.type] + extra)
+    args = mod.parse_args(["--batch-size", str(batch), "--device", device.type,
+                           "--num-generators", "1"] + extra)             # one G, as measured before
     place = (lambda m: m.to(device)) if name == "baseline" else (lambda m: common.place(m, device))
     f = place(mod.Classifier()).eval().requires_grad_(False)
     stats = common.feature_statistics(f, x, y, 10)       # for the statistics prior ("full")

@@ -61,19 +61,19 @@ SETTINGS = {
     "batch_size":              (256,   64,       32),             # G's batch N
     "width":                   (128,   128,      64),             # G's channels after stage 1
     "stage1_dropout":          0.0,
-    "num_generators":          1,
+    "num_generators":          (10,    10,       1),              # Fig. 2: a generator per column
     "alpha":                   1.0,                               # L_inv's weights: the paper
     "beta":                    5.0,                               # gives none
-    "gamma":                   (10.0,  10.0,     1.0),
+    "gamma":                   10.0,
     "robust_eps":              0.05,                              # Sec. 3, in our form
     "stats":                   1.0,                               # beyond the paper: priors
-    "bn_stats":                (1.0,   1.0,      0.0),
+    "bn_stats":                1.0,
     "tv":                      0.0,
-    "mode_seeking":            (1.0,   1.0,      0.0),
+    "mode_seeking":            1.0,
     "mode_seeking_on":         "pixels",
-    "cos_pairs":               ("class", "class", "all"),
-    "view_shift":              (2,     2,        0),              # f sees shifted views of x
-    "upsample":                ("resize", "resize", "transposed"),
+    "cos_pairs":               "class",
+    "view_shift":              2,                                 # f sees shifted views of x
+    "upsample":                "resize",                          # no checkerboard
     "log_every":               (100,   100,      50),
     "eval_per_class":          (100,   100,      40),             # samples per class, samples.pt
     "distill_steps":           (2000,  500,      80),             # measure.py's students

@@ -397,7 +397,7 @@ def load_checkpoint(path, kind: str, signature: dict) -> dict:
     history = ckpt.get("history", [])
     if not (isinstance(history, list) and all(isinstance(row, dict) for row in history)):
         raise UserError(f"{path} keeps its loss history in an older layout (not one dict per "
-                        f"logged line); train G again with --retrain, or {fix}")
+                        f"logged line); train G again (the script without --resume), or {fix}")
     for key, want in signature.items():
         if ckpt.get(key) != want:
             raise UserError(f"{path} was made with {key}={ckpt.get(key)!r}, this run has "
@@ -489,7 +489,8 @@ def argument_parser(doc):
 
 
 DRY_RUN = dict(classifier_epochs=1, generator_steps=4, batch_size=32, classifier_batch_size=64,
-               eval_per_class=8, log_every=2, distill_steps=2)     # --dry-run: at most these
+               eval_per_class=8, log_every=2, distill_steps=2,
+               num_generators=2)                                 # --dry-run: at most these
 
 
 def settle(args):

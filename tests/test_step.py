@@ -49,7 +49,7 @@ def test_one_step_trains_the_generator_only_28px():
 
 
 def test_one_step_trains_the_generator_only_32px():
-    terms = check_one_step("cifar10_inversion")
+    terms = check_one_step("cifar10_inversion", **{"num-generators": 4})   # a batch of 8: 2 each
     assert terms["robust"] > 0 and terms["stats"] > 0 and terms["bn_stats"] > 0   # the defaults
 
 
@@ -60,7 +60,8 @@ def test_robust_and_prior_terms_also_leave_the_classifier_alone():
 
 def test_the_colour_levers_train_the_generator_only():
     terms = check_one_step("cifar10_inversion", **{"view-shift": 2, "bn-stats": 0.1, "upsample": "resize",
-                                                   "robust-eps": 0, "stats": 0, "mode-seeking": 0})
+                                                   "robust-eps": 0, "stats": 0, "mode-seeking": 0,
+                                                   "num-generators": 1})
     assert terms["bn_stats"] > 0 and "stats" not in terms          # the batch-norm prior alone
     assert terms["loss"] == pytest.approx(terms["L_inv"] + terms["bn_stats"], rel=1e-5)
 
