@@ -342,16 +342,17 @@ def inversion_metrics(images, labels, f, judge, data, n_classes):
 
 
 @torch.no_grad()
-def margin_scores(G, f, judge, data, n, margin, per_class):
+def margin_scores(G, f, judge, data, n, margin, per_class, real_feats):
     """Target and judge accuracy, diversity ratio, recall and coverage of fresh samples at one
-    arg-max margin (the margin trades the judge's accuracy against variety)."""
+    arg-max margin (the margin trades the judge's accuracy against variety); real_feats: the
+    judge's features of the test images, computed once for all margins."""
     y = torch.arange(n, device=data["x_train"].device).repeat_interleave(per_class)
     x = common.generate(common.sampling_mode(G), y, n, margin)
     div = []
     for c in range(n):
         real_d = mean_pairwise_distance(data["x_test"][data["y_test"] == c][:per_class])
         div.append(mean_pairwise_distance(x[y == c]) / real_d if real_d > 0 else 0.0)
-    v = variety(features_of(judge, x), y, features_of(judge, data["x_test"]), data["y_test"], n)
+    v = variety(features_of(judge, x), y, real_feats, data["y_test"], n)
     return {"target_accuracy": (f(x).argmax(1) == y).float().mean().item(),
             "judge_accuracy": (judge(x).argmax(1) == y).float().mean().item(),
             "diversity_ratio": sum(div) / n, "recall": v["recall"], "coverage": v["coverage"]}
@@ -481,8 +482,10 @@ def report(spec, out, args, data, f, f_accuracy, G, x, y, history, seconds, t_st
         return value
     inversion = timed("metrics", inversion_metrics(x, y, f, judge, data, n))
     timed("figures", figures(spec, out, G, x, y, data, history, args.seed))
+    real_feats = features_of(judge, data["x_test"])
     by_margin = timed("margins", {("natural" if m is None else f"{m:g}"):
-                                  margin_scores(G, f, judge, data, n, m, args.eval_per_class)
+                                  margin_scores(G, f, judge, data, n, m, args.eval_per_class,
+                                                real_feats)
                                   for m in MARGINS})
     distilled = timed("distillation", distillation(spec, G, f, data, args, device)
                       if args.distill_steps else {})
