@@ -5,8 +5,8 @@ this file re-scores a finished run from the files in its --out-dir:
 
     python measure.py runs/FashionMNIST                 # --data-dir, --device as for the scripts
 
-It writes into the run's folder judge.pt (cached), metrics.json, nearest.png, intensity.png and
-losses.png, and prints a summary.  metrics.json["inversion"], for the samples of samples.pt:
+It writes into the run's folder judge.pt (cached, and with it the score of the student on real
+images, below), metrics.json, nearest.png, intensity.png and losses.png, and prints a summary.  metrics.json["inversion"], for the samples of samples.pt:
   target_accuracy      the fraction f labels as asked (per class too); mean_confidence
   judge_accuracy       the same for the judge: a batch-norm ReLU CNN with average pooling, trained
                        on the same data, never used to train G.  Fooling images score high on
@@ -32,9 +32,11 @@ arg-max margins (the margin trades the judge's accuracy against variety).
 metrics.json["distillation"]: data-free distillation, how the field scores a generator trained
 against a frozen classifier: a fresh student (the judge's architecture) trained only on G's
 samples to match f's outputs, tested on the real test images; beside it the same student, same
-steps, trained the same way on real training images.
+steps, trained the same way on real training images (it does not depend on G: its score is kept
+in judge.pt and reused while f, the student's settings and the device are the same).
 """
 import argparse
+import hashlib
 import importlib
 import json
 import time
@@ -127,10 +129,24 @@ def trained_judge(spec, data, args, out, device):
     return judge, accuracy, time.time() - t0
 
 
-def distillation(spec, G, f, data, args, device):
+def real_student_key(f, args, B, device) -> str:
+    """What the student on real training images depends on: f's weights (its targets), how the
+    student trains, the device.  Its score is kept in judge.pt under this key and reused."""
+    h = hashlib.sha256()
+    for name, t in sorted(f.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    how = {k: getattr(args, k) for k in ("distill_steps", "judge_width", "classifier_lr",
+                                         "augment", "train_subset", "fake_data", "seed")}
+    h.update(json.dumps({**how, "batch_size": B, "device": device.type}, sort_keys=True).encode())
+    return h.hexdigest()
+
+
+def distillation(spec, G, f, data, args, device, judge_file):
     """Data-free distillation: fresh students (Judge) trained for --distill-steps batches to match
     f's softmax outputs, on G's samples (conditioned as in training) or on real training images;
-    both tested on the real test images."""
+    both tested on the real test images.  judge_file: judge.pt, where the real-image student's score is
+    kept for later runs with the same f (it does not depend on G)."""
     n, B = len(spec["classes"]), args.classifier_batch_size
     f_probs = lambda x: torch.softmax(f(x), 1)                                      # noqa: E731
     real = batches(data["x_train"], data["y_train"], B, spec, args)
@@ -146,15 +162,25 @@ def distillation(spec, G, f, data, args, device):
     def from_data():
         x, _ = real()
         return x, f_probs(x)
+    ckpt = torch.load(judge_file, map_location="cpu", weights_only=False)
+    key, known = real_student_key(f, args, B, device), ckpt.get("real_students", {})
     scores = {}
     for name, draw in (("from_generator", from_G), ("from_training_images", from_data)):
+        if name == "from_training_images" and key in known:
+            scores[name] = known[key]
+            print(f"student from training images: test accuracy {known[key]:.4f}, kept in "
+                  f"{judge_file} (the same f and student: not trained again)")
+            continue
         torch.manual_seed(args.seed)
         student = common.place(Judge(data["x_train"].shape[1], n, args.judge_width), device)
         fit(student, draw, args.distill_steps, args.classifier_lr,
             f"student {name.replace('_', ' ')}")
         scores[name] = common.accuracy(student, data["x_test"], data["y_test"])
+    if key not in known:
+        real_score = {key: scores["from_training_images"]}
+        common.save_checkpoint(judge_file, {**ckpt, "real_students": {**known, **real_score}})
     return {**scores, "steps": args.distill_steps, "batch_size": B,
-            "student": common.architecture(student)}
+            "student": common.architecture(student), "real_student_kept": key in known}
 
 
 # ==== Numbers ====================================================================================
@@ -487,8 +513,8 @@ def report(spec, out, args, data, f, f_accuracy, G, x, y, history, seconds, t_st
                                   margin_scores(G, f, judge, data, n, m, args.eval_per_class,
                                                 real_feats)
                                   for m in MARGINS})
-    distilled = timed("distillation", distillation(spec, G, f, data, args, device)
-                      if args.distill_steps else {})
+    distilled = timed("distillation", distillation(spec, G, f, data, args, device,
+                                                   out / "judge.pt") if args.distill_steps else {})
     seconds.update(measure=time.time() - t0 - seconds["judge"], measure_parts=parts,
                    total=time.time() - t_start)
     cuda = f" ({torch.cuda.get_device_name()})" if device.type == "cuda" else ""

@@ -1,3 +1,5 @@
+import argparse
+
 import pytest
 import torch
 
@@ -174,3 +176,39 @@ def test_variety_uses_interleaved_halves_of_equal_size_and_skips_tiny_classes():
         for c, m in ((0, 20), (1, 30))) / 2)
     assert v["recall"] == pytest.approx((v["per_class_recall"][0] + v["per_class_recall"][1]) / 2)
     assert b0.shape == a0.shape
+
+
+def test_the_real_image_student_is_trained_once_per_f_and_its_score_reused(tmp_path, monkeypatch):
+    # the student on real training images does not depend on G: judge.pt keeps its score, keyed by
+    # f's weights and the student's settings; a changed f trains it again
+    torch.manual_seed(0)
+    x, y = torch.rand(64, 1, 8, 8), torch.arange(64) % 10
+    data = {"x_train": x, "y_train": y, "x_test": x, "y_test": y}
+    spec = {"classes": list(range(10)), "flip": False}
+    args = argparse.Namespace(classifier_batch_size=16, distill_steps=3, judge_width=4,
+                              classifier_lr=1e-3, augment=False, train_subset=0, fake_data=True,
+                              seed=0)
+    f = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+
+    class G(torch.nn.Module):
+        latent_dim = 5
+
+        def forward(self, z, p, H):
+            return torch.sigmoid(z.sum(1))[:, None, None, None].expand(-1, 1, 8, 8)
+    judge_file = tmp_path / "judge.pt"
+    common.save_checkpoint(judge_file, {"kind": "judge", "model": {}, "test_accuracy": 0.5})
+    trained, fit = [], measure.fit
+    monkeypatch.setattr(measure, "fit", lambda model, draw, steps, lr, name:
+                        trained.append(name) or fit(model, draw, steps, lr, name))
+    run = lambda: measure.distillation(spec, G(), f, data, args, torch.device("cpu"),  # noqa: E731
+                                       judge_file)
+    first, second = run(), run()
+    assert trained == ["student from generator", "student from training images",
+                       "student from generator"]
+    assert not first["real_student_kept"] and second["real_student_kept"]
+    assert second["from_training_images"] == first["from_training_images"]
+    assert torch.load(judge_file, weights_only=False)["test_accuracy"] == 0.5   # the judge kept
+    with torch.no_grad():
+        f[1].bias += 1.0                                         # another f: other targets
+    third = run()
+    assert trained[-1] == "student from training images" and not third["real_student_kept"]

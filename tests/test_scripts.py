@@ -53,7 +53,8 @@ def test_dry_run_writes_every_output_and_samples_follow_the_contract(tmp_path, n
     assert set(saved["seconds"]) >= {"data", "classifier", "judge", "generator", "total"}
     assert [line["step"] for line in saved["history"]] == [2, 4] and finite(saved)
     assert list(saved["history"][0])[:7] == ["step", "loss", "L_inv", "L_KL", "L_CE", "L_cos", "robust"]
-    assert set(saved["distillation"]) == {"from_generator", "from_training_images", "steps", "batch_size", "student"}
+    assert set(saved["distillation"]) == {"from_generator", "from_training_images", "steps", "batch_size", "student",
+                                         "real_student_kept"}
     assert saved["config"]["fake_data"] is True and saved["device"] == "cpu"
     ckpt = torch.load(out / "generator.pt", weights_only=False)
     assert ckpt["step"] == 4 and ckpt["dataset"] == mod.DATASET and "optimizer" in ckpt
