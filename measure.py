@@ -6,7 +6,8 @@ this file re-scores a finished run from the files in its --out-dir:
     python measure.py runs/FashionMNIST                 # --data-dir, --device as for the scripts
 
 It writes into the run's folder judge.pt (cached, and with it the score of the student on real
-images, below), metrics.json, nearest.png, intensity.png and losses.png, and prints a summary.  metrics.json["inversion"], for the samples of samples.pt:
+images, below), metrics.json, nearest.png, intensity.png and losses.png, and prints a summary.
+metrics.json["inversion"], for the samples of samples.pt:
   target_accuracy      the fraction f labels as asked (per class too); mean_confidence
   judge_accuracy       the same for the judge: a batch-norm ReLU CNN with average pooling, trained
                        on the same data, never used to train G.  Fooling images score high on
@@ -145,8 +146,8 @@ def real_student_key(f, args, B, device) -> str:
 def distillation(spec, G, f, data, args, device, judge_file):
     """Data-free distillation: fresh students (Judge) trained for --distill-steps batches to match
     f's softmax outputs, on G's samples (conditioned as in training) or on real training images;
-    both tested on the real test images.  judge_file: judge.pt, where the real-image student's score is
-    kept for later runs with the same f (it does not depend on G)."""
+    both tested on the real test images.  judge_file: judge.pt, where the real-image student's
+    score is kept for later runs with the same f (it does not depend on G)."""
     n, B = len(spec["classes"]), args.classifier_batch_size
     f_probs = lambda x: torch.softmax(f(x), 1)                                      # noqa: E731
     real = batches(data["x_train"], data["y_train"], B, spec, args)
