@@ -163,7 +163,7 @@ def distillation(spec, G, f, data, args, device, judge_file):
     def from_data():
         x, _ = real()
         return x, f_probs(x)
-    ckpt = torch.load(judge_file, map_location="cpu", weights_only=False)
+    ckpt = common.load_checkpoint(judge_file, "judge", {})
     key, known = real_student_key(f, args, B, device), ckpt.get("real_students", {})
     scores = {}
     for name, draw in (("from_generator", from_G), ("from_training_images", from_data)):
@@ -327,14 +327,14 @@ def frechet_references(judge, labels, data, real_feats, n_classes):
 
 
 @torch.no_grad()
-def inversion_metrics(images, labels, f, judge, data, n_classes):
-    """metrics.json["inversion"] for the samples (images, labels)."""
+def inversion_metrics(images, labels, f, judge, data, n_classes, real_feats):
+    """metrics.json["inversion"] for the samples (images, labels); real_feats: the judge's
+    features of the test images."""
     f_prob = torch.cat([torch.softmax(f(c), 1) for c in images.split(1000)])
     j_pred = torch.cat([judge(c).argmax(1) for c in images.split(1000)])
     hit = f_prob.argmax(1) == labels
     x_te, y_te = data["x_test"], data["y_test"]
     phi, psi = features_of(f, images), features_of(judge, images)      # f's and the judge's
-    real_feats = features_of(judge, x_te)
     div_ratios, cosines = [], {"f": [], "f_real": [], "judge": [], "judge_real": []}
     for c in range(n_classes):
         fake, real = images[labels == c], x_te[y_te == c][:int((labels == c).sum())]
@@ -507,9 +507,9 @@ def report(spec, out, args, data, f, f_accuracy, G, x, y, history, seconds, t_st
         nonlocal t
         parts[name], t = time.time() - t, time.time()
         return value
-    inversion = timed("metrics", inversion_metrics(x, y, f, judge, data, n))
+    real_feats = features_of(judge, data["x_test"])     # once for the samples and every margin
+    inversion = timed("metrics", inversion_metrics(x, y, f, judge, data, n, real_feats))
     timed("figures", figures(spec, out, G, x, y, data, history, args.seed))
-    real_feats = features_of(judge, data["x_test"])
     by_margin = timed("margins", {("natural" if m is None else f"{m:g}"):
                                   margin_scores(G, f, judge, data, n, m, args.eval_per_class,
                                                 real_feats)

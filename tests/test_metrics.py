@@ -69,7 +69,8 @@ def test_inversion_metrics_on_real_images_score_like_real_data():
             return torch.nn.functional.one_hot((img[:, 0, 0, 0] * 10).long(), 10).float() * 20
     x[:, 0, 0, 0] = (y.float() + 0.5) / 10
     data = {"x_train": x, "y_train": y, "x_test": x, "y_test": y}
-    m = measure.inversion_metrics(x, y, Oracle(), Oracle(), data, 10)
+    m = measure.inversion_metrics(x, y, Oracle(), Oracle(), data, 10,
+                                  measure.features_of(Oracle(), x))
     assert m["target_accuracy"] == 1.0 and m["judge_accuracy"] == 1.0
     assert abs(m["diversity_ratio"] - 1.0) < 1e-9
     assert m["nn_distance"] < 1e-3
