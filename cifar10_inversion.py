@@ -71,6 +71,7 @@ SETTINGS = {
     "tv":                      0.0,
     "mode_seeking":            1.0,
     "mode_seeking_on":         "pixels",
+    "confidence_cap":          1.0,                               # 1: off (the paper)
     "cos_pairs":               "class",
     "view_shift":              2,                                 # f sees shifted views of x
     "upsample":                "resize",                          # no checkerboard
@@ -119,6 +120,8 @@ def parse_args(argv=None):
     beyond("--bn-stats", type=common.WEIGHT, help="DeepInversion's prior on f's batch norms")
     beyond("--tv", type=common.WEIGHT, help="total variation")
     beyond("--mode-seeking", type=common.WEIGHT, help="mode seeking: other z, other pictures")
+    beyond("--confidence-cap", type=common.PROBABILITY, help="L_CE and the robust term push "
+           "f's probability of y up to this, no further (1: without end, the paper's)")
     beyond("--mode-seeking-on", choices=["pixels", "features"], help="its distance: of x or phi")
     beyond("--cos-pairs", choices=["all", "class"], help="L_cos over all pairs (the paper's) or "
            "the pairs of one class")
@@ -317,10 +320,11 @@ def inversion_step(G, f, opt, args, stats, device):
         logits = f.head(phi)                                     # f(x); Q = softmax(f(x))
         # ---- the paper: L_inv = alpha L_KL + beta L_CE + gamma L_cos (Sec. 2), robust (Sec. 3)
         L_KL = common.kl_term(logits, p)                         # sum_i P(i) log(P(i) / Q(i))
-        L_CE = common.ce_term(logits, y)                         # -sum_i y_i log(y_hat_i)
+        L_CE = common.ce_term(logits, y, args.confidence_cap)    # -sum_i y_i log(y_hat_i)
         L_cos = common.cosine_term(phi, y if args.cos_pairs == "class" else None)   # mean cos
         L_inv = args.alpha * L_KL + args.beta * L_CE + args.gamma * L_cos
-        robust = common.robust_term(f, seen, y, args.robust_eps)   # perturbed x keeps label y
+        robust = common.robust_term(f, seen, y, args.robust_eps,  # perturbed x keeps y
+                                    args.confidence_cap)
         # ---- beyond the paper: priors, each weighted by its flag (0: off) -------------------
         priors = {}
         if args.stats > 0:                                       # f's feature statistics per class

@@ -148,9 +148,11 @@ def kl_term(logits, p):
     return (p * (torch.log(p.clamp_min(1e-12)) - log_q)).sum(dim=1).mean()
 
 
-def ce_term(logits, y):
-    """L_CE = -sum_i y_i log(y_hat_i), y one-hot at the conditioning label; batch mean."""
-    return F.cross_entropy(logits, y)
+def ce_term(logits, y, cap=1.0):
+    """L_CE = -sum_i y_i log(y_hat_i), y one-hot at the conditioning label; batch mean.  cap < 1
+    (beyond the paper, against prototypes): a sample's term is max(0, L_CE + log cap), so once f
+    gives y the probability cap, nothing pushes it further (IntraQ's soft targets, in our form)."""
+    return (F.cross_entropy(logits, y, reduction="none") + math.log(cap)).clamp_min(0).mean()
 
 
 def cosine_term(phi, y=None):
@@ -180,12 +182,12 @@ def worst_case(f, x, y, eps, random_start=False):
     return (x + step.clamp(-eps, eps)).clamp(0, 1)
 
 
-def robust_term(f, x, y, eps):
+def robust_term(f, x, y, eps, cap=1.0):
     """Sec. 3, in our form: f must keep label y on the worst perturbation of x within radius
-    eps (0: no term)."""
+    eps (0: no term); its L_CE, up to the probability cap as ce_term's."""
     if eps == 0:
         return x.new_zeros(())
-    return F.cross_entropy(f(worst_case(f, x, y, eps)), y)
+    return ce_term(f(worst_case(f, x, y, eps)), y, cap)
 
 
 # ==== Beyond the paper: image priors (each an option of the scripts; see the README) ==============
@@ -452,10 +454,12 @@ LEARNING_RATE = checked(float, lambda v: finite(v) and 0 < v <= 1, "a number in 
 RATE = checked(float, lambda v: 0 <= v < 1, "a dropout rate in [0, 1)")
 RADIUS = checked(float, lambda v: 0 <= v <= 1, "an L-inf radius in [0, 1] (pixels are in [0, 1])")
 SHIFT = checked(int, lambda v: 0 <= v <= 8, "zero or a positive integer up to 8 (pixels)")
+PROBABILITY = checked(float, lambda v: 0 < v <= 1, "a probability in (0, 1]")
 MARGIN = checked(lambda t: None if t == "natural" else float(t),          # None: the draw's own
                  lambda v: v is None or (finite(v) and v >= 0), "'natural' or a number >= 0")
 PAPER = dict(alpha=1.0, beta=1.0, gamma=1.0, robust_eps=0.0, stats=0.0, tv=0.0, bn_stats=0.0,
-             mode_seeking=0.0, cos_pairs="all", view_shift=0, upsample="transposed")   # --paper
+             mode_seeking=0.0, cos_pairs="all", view_shift=0, upsample="transposed",
+             confidence_cap=1.0)                                 # --paper
 LENGTHS = ("full", "medium", "quick")
 
 

@@ -36,6 +36,22 @@ def test_ce_term_is_minus_log_probability_of_the_label():
     assert abs(common.ce_term(logits, y).item() - by_hand) < 1e-10
 
 
+def test_ce_term_with_a_cap_stops_at_that_probability():
+    logits, _, _, y = batch(N=8)
+    q = torch.softmax(logits, 1)
+    q_y = [q[k, y[k]].item() for k in range(8)]
+    cap = sorted(q_y)[4]                                 # about half the samples are above it
+    by_hand = sum(max(0.0, math.log(cap / v)) for v in q_y) / 8
+    assert abs(common.ce_term(logits, y, cap).item() - by_hand) < 1e-10
+    assert by_hand > 0
+    # a sample at or above the cap is pushed no further: its logits get no gradient
+    leaf = logits.clone().requires_grad_(True)
+    common.ce_term(leaf, y, cap).backward()
+    for k in range(8):
+        assert (leaf.grad[k].abs().max() == 0) == (q_y[k] >= cap)
+    assert common.ce_term(logits, y, 1.0).item() == common.ce_term(logits, y).item()
+
+
 def test_cosine_term_matches_an_explicit_double_loop():
     _, phi, _, _ = batch(N=7)
     N = len(phi)

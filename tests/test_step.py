@@ -1,4 +1,6 @@
 """One inversion step: G's weights move, the frozen classifier's do not and get no gradient."""
+import math
+
 import pytest
 import torch
 
@@ -130,6 +132,11 @@ def test_robust_term_uses_a_perturbation_within_the_bound():
     clean = torch.nn.functional.cross_entropy(f(x), y)
     assert term >= clean - 1e-6
     assert common.robust_term(f, x, y, 0.0).item() == 0                 # eps 0: no term
+    # with a cap, the same worst case's CE less log(1 / cap), per sample, at least 0
+    capped = common.robust_term(f, x, y, eps, cap=0.5)
+    x_adv = common.worst_case(f, x, y, eps)
+    per = torch.nn.functional.cross_entropy(f(x_adv), y, reduction="none")
+    assert torch.allclose(capped, (per - math.log(2)).clamp_min(0).mean())
 
 
 def reference_moments(a):
