@@ -161,14 +161,16 @@ def bench_shape(mod, device, args_cli, results):
     for name, make in [("baseline", classifier_baseline), ("project", classifier_project)]:
         torch.manual_seed(0)
         f = mod.Classifier().to(device).train()
-        if name == "project":                        # the project's memory layout (channels-last on a CPU)
+        # the project's memory layout (channels-last on a CPU)
+        if name == "project":
             f, x = common.place(f, device), common.place(x, device)
         fns[f"classifier_{tag}_{name}"] = (make(f, x, y, cb, device), 3)
     for name, extra in inversion_variants(device):
         fns[f"inversion_{tag}_{name}"] = inversion_fn(mod, name, extra, x, y, gb, device)
     results.update(best_of_rounds(fns, args_cli.steps, args_cli.rounds, device))
     for phase in ("classifier", "inversion"):
-        results[f"{phase}_{tag}_speedup"] = results[f"{phase}_{tag}_project"] / results[f"{phase}_{tag}_baseline"]
+        results[f"{phase}_{tag}_speedup"] = (results[f"{phase}_{tag}_project"]
+                                             / results[f"{phase}_{tag}_baseline"])
 
 
 def inversion_variants(device):
@@ -187,26 +189,30 @@ EXTRA_ROWS = [("eager", "--no-cuda-graph"), ("amp", "--amp"), ("full", "(whole d
 def bench(argv=None):
     ap = common.argument_parser(__doc__)
     ap.add_argument("--device", default="auto", choices=["auto", "cuda", "mps", "cpu"])
-    ap.add_argument("--quick", action="store_true", help="fewer, smaller steps (a 2-core CPU in < 2 min)")
+    ap.add_argument("--quick", action="store_true",
+                    help="fewer, smaller steps (a 2-core CPU in < 2 min)")
     ap.add_argument("--steps", type=common.POSITIVE, default=None, help="timed steps per round")
     ap.add_argument("--rounds", type=common.POSITIVE, default=3,
                     help="rounds of timing, every measurement in turn; each keeps its best round")
     args = ap.parse_args(argv)
-    device = common.choose_device(args.device)                 # as the scripts: a missing GPU is one line
+    # as the scripts: a missing GPU is one line
+    device = common.choose_device(args.device)
     args.classifier_batch, args.generator_batch = (128, 64) if args.quick else (512, 256)
     args.steps = args.steps or (3 if args.quick else 50)
-    results = {"device": str(device) + (f" ({torch.cuda.get_device_name()})" if device.type == "cuda" else ""),
+    results = {"device": str(device) + (f" ({torch.cuda.get_device_name()})"
+                                        if device.type == "cuda" else ""),
                "threads": torch.get_num_threads(), "steps": args.steps, "rounds": args.rounds,
                "classifier_batch": args.classifier_batch, "generator_batch": args.generator_batch}
     if common.emulated_bf16(device):
-        results["amp"] = f"skipped: bfloat16 is emulated on this CPU ({common.emulated_bf16(device)})"
+        results["amp"] = ("skipped: bfloat16 is emulated on this CPU "
+                          f"({common.emulated_bf16(device)})")
     for mod in (fashion_inversion, cifar10_inversion):
         bench_shape(mod, device, args, results)
     print(f"\n{'measurement (images/s)':<40} {'project':>10} {'baseline':>10} {'speedup':>8}")
     for key in [k for k in results if k.endswith("_speedup")]:
         base = key[:-len("_speedup")]
-        print(f"{base:<40} {results[base + '_project']:>10.0f} {results[base + '_baseline']:>10.0f} "
-              f"{results[key]:>8.2f}")
+        print(f"{base:<40} {results[base + '_project']:>10.0f} "
+              f"{results[base + '_baseline']:>10.0f} {results[key]:>8.2f}")
         for extra, label in EXTRA_ROWS:
             if f"{base}_project_{extra}" in results:
                 print(f"{base + ' ' + label:<40} {results[base + '_project_' + extra]:>10.0f}")

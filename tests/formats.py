@@ -14,12 +14,14 @@ def images_for(N, shape, seed):
     """Images whose mean brightness encodes the label, so a label mix-up is visible."""
     rng = np.random.default_rng(seed)
     y = labels_for(N)
-    x = rng.integers(0, 50, size=(N, *shape), dtype=np.uint8) + (y * 20).reshape(-1, *[1] * len(shape)).astype(np.uint8)
+    x = (rng.integers(0, 50, size=(N, *shape), dtype=np.uint8)
+         + (y * 20).reshape(-1, *[1] * len(shape)).astype(np.uint8))
     return x, y
 
 
 def write_idx(path, array):
-    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + b"".join(struct.pack(">I", d) for d in array.shape)
+    header = (struct.pack(">BBBB", 0, 0, 0x08, array.ndim)
+              + b"".join(struct.pack(">I", d) for d in array.shape))
     Path(path).write_bytes(header + array.astype(np.uint8).tobytes())
 
 
@@ -42,15 +44,17 @@ def write_cifar_dataset(root, per_batch=12, n_test=30):
         x, y = images_for(per_batch, (3, 32, 32), i)
         batches.append((x, y))
         with open(folder / f"data_batch_{i}", "wb") as fh:
-            pickle.dump({"batch_label": f"training batch {i} of 5", "data": x.reshape(per_batch, -1),
-                         "labels": y.tolist(), "filenames": [f"{i}_{k}.png" for k in range(per_batch)]}, fh)
+            pickle.dump({"batch_label": f"training batch {i} of 5",
+                         "data": x.reshape(per_batch, -1), "labels": y.tolist(),
+                         "filenames": [f"{i}_{k}.png" for k in range(per_batch)]}, fh)
     x_te, y_te = images_for(n_test, (3, 32, 32), 9)
     with open(folder / "test_batch", "wb") as fh:
         pickle.dump({"batch_label": "testing batch 1 of 1", "data": x_te.reshape(n_test, -1),
                      "labels": y_te.tolist(), "filenames": []}, fh)
     with open(folder / "batches.meta", "wb") as fh:
-        pickle.dump({"label_names": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
-                                     "ship", "truck"], "num_cases_per_batch": per_batch, "num_vis": 3072}, fh)
+        pickle.dump({"label_names": ["airplane", "automobile", "bird", "cat", "deer", "dog",
+                                     "frog", "horse", "ship", "truck"],
+                     "num_cases_per_batch": per_batch, "num_vis": 3072}, fh)
     x_tr = np.concatenate([b[0] for b in batches])
     y_tr = np.concatenate([b[1] for b in batches])
     return x_tr, y_tr, x_te, y_te

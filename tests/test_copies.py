@@ -45,7 +45,8 @@ def test_the_shared_regions_are_identical_in_all_four_scripts():
 
 def test_the_check_catches_a_copy_that_drifted():
     texts = {name: read(name) for name in SCRIPTS}
-    texts["svhn_inversion"] = texts["svhn_inversion"].replace("opt.zero_grad(set_to_none=True)", "opt.zero_grad()", 1)
+    texts["svhn_inversion"] = texts["svhn_inversion"].replace("opt.zero_grad(set_to_none=True)",
+                                                              "opt.zero_grad()", 1)
     assert differences(texts) == [("svhn_inversion", "classifier")]
 
 
@@ -61,8 +62,9 @@ def test_same_sections_in_the_same_order_and_no_framework_entry_point():
 def test_a_script_copied_with_common_alone_runs_and_skips_measurement(tmp_path):
     for name in ("cifar10_inversion.py", "common.py"):
         shutil.copy(ROOT / name, tmp_path / name)
-    result = subprocess.run([sys.executable, "cifar10_inversion.py", "--fake-data", "--dry-run", "--device", "cpu",
-                             "--out-dir", "out"], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    result = subprocess.run([sys.executable, "cifar10_inversion.py", "--fake-data", "--dry-run",
+                             "--device", "cpu", "--out-dir", "out"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=300,
                             env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
     assert result.returncode == 0, result.stderr
     assert "measurement skipped" in result.stdout

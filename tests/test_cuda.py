@@ -82,13 +82,15 @@ def test_each_script_runs_on_cuda_with_its_default_cuda_graph(tmp_path, name, ca
 def train_g(out, device, steps, *flags):
     """Fashion-MNIST's train_generator against a fixed random f, briefly; the saved generator.pt."""
     mod = load_script("fashion_inversion")
-    args = mod.parse_args(["--fake-data", "--device", device, "--out-dir", str(out), "--batch-size", "32",
-                           "--width", "16", "--generator-steps", str(steps), "--log-every", "5", *flags])
+    args = mod.parse_args(["--fake-data", "--device", device, "--out-dir", str(out),
+                           "--batch-size", "32", "--width", "16", "--generator-steps", str(steps),
+                           "--log-every", "5", *flags])
     dev = torch.device(device)
     torch.manual_seed(0)
     f = common.place(mod.Classifier(), dev).eval().requires_grad_(False)
     x = torch.rand(200, *mod.SHAPE, device=dev)
-    mod.train_generator(f, common.feature_statistics(f, x, torch.arange(200, device=dev) % 10, 10), args, out, dev)
+    mod.train_generator(f, common.feature_statistics(f, x, torch.arange(200, device=dev) % 10, 10),
+                        args, out, dev)
     return torch.load(out / "generator.pt", weights_only=False)
 
 
@@ -102,9 +104,11 @@ def assert_trained_to(ckpt, steps, capturable):
 
 
 @cuda
-@pytest.mark.parametrize("first", [["--device", "cuda"], ["--device", "cpu"], ["--device", "cuda", "--no-cuda-graph"]])
+@pytest.mark.parametrize("first", [["--device", "cuda"], ["--device", "cpu"],
+                                   ["--device", "cuda", "--no-cuda-graph"]])
 def test_resume_under_the_graph_from_a_graph_cpu_or_eager_checkpoint(tmp_path, first, capsys):
-    assert_trained_to(train_g(tmp_path, first[1], 10, *first[2:]), 10, capturable=first == ["--device", "cuda"])
+    assert_trained_to(train_g(tmp_path, first[1], 10, *first[2:]), 10,
+                      capturable=first == ["--device", "cuda"])
     capsys.readouterr()
     assert_trained_to(train_g(tmp_path, "cuda", 20, "--resume"), 20, capturable=True)
     out = capsys.readouterr().out
@@ -124,7 +128,8 @@ def test_interrupt_during_replay_then_resume(tmp_path, monkeypatch, capsys, ctrl
     def replay_then_ctrl_c(self):
         replay(self)
         replays.append(1)
-        if len(replays) == 5:                                    # step 3 + 5: Ctrl-C as a replay returns
+        # step 3 + 5: Ctrl-C as a replay returns
+        if len(replays) == 5:
             signal.raise_signal(signal.SIGINT)
     monkeypatch.setattr(torch.cuda.CUDAGraph, "replay", replay_then_ctrl_c)
     with pytest.raises(SystemExit) as e:
@@ -143,8 +148,9 @@ def test_amp_under_the_graph(tmp_path, capsys):
 
 @cuda
 def test_two_generators_end_to_end_on_cuda(tmp_path):
-    metrics = load_script("mnist_inversion").main(["--fake-data", "--dry-run", "--device", "cuda", "--out-dir",
-                                                   str(tmp_path), "--num-generators", "2", "--width", "32"])
+    metrics = load_script("mnist_inversion").main(["--fake-data", "--dry-run", "--device", "cuda",
+                                                   "--out-dir", str(tmp_path),
+                                                   "--num-generators", "2", "--width", "32"])
     assert metrics["device"].startswith("cuda")
     ckpt = torch.load(tmp_path / "generator.pt", weights_only=False)
     assert ckpt["step"] == 4 and ckpt["arch"].startswith("Generators/")

@@ -11,7 +11,8 @@ from conftest import ROOT, load_script
 
 FAST = ["--fake-data", "--device", "cpu", "--classifier-epochs", "1", "--train-subset", "256",
         "--batch-size", "8", "--width", "16", "--latent-dim", "8", "--hidden", "8",
-        "--eval-per-class", "2", "--log-every", "2", "--checkpoint-every", "4", "--distill-steps", "2"]
+        "--eval-per-class", "2", "--log-every", "2", "--checkpoint-every", "4",
+        "--distill-steps", "2"]
 
 
 def run_cli(*argv, timeout=300):
@@ -67,15 +68,16 @@ def test_missing_dataset_offline(tmp_path, monkeypatch, capsys):
         load_script("mnist_inversion").main(["--data-dir", str(tmp_path), "--device", "cpu",
                                              "--out-dir", str(tmp_path / "out")])
     assert e.value.code == 2
-    one_line_error(capsys.readouterr().err, str(tmp_path / "MNIST" / "raw"), "train-images-idx3-ubyte",
-                   "--fake-data")
+    one_line_error(capsys.readouterr().err, str(tmp_path / "MNIST" / "raw"),
+                   "train-images-idx3-ubyte", "--fake-data")
 
 
 @pytest.mark.slow
 def test_out_dir_that_cannot_be_created(tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
-    code, out, err = run_cli("--fake-data", "--dry-run", "--device", "cpu", "--out-dir", str(blocker / "run"))
+    code, out, err = run_cli("--fake-data", "--dry-run", "--device", "cpu",
+                             "--out-dir", str(blocker / "run"))
     assert code == 2
     one_line_error(err, "--out-dir", str(blocker / "run"))
 
@@ -86,26 +88,31 @@ def test_checkpoint_that_is_not_a_checkpoint(tmp_path):
     code, out, err = run_cli(*FAST, "--generator-steps", "2", "--out-dir", str(tmp_path))
     assert code == 2
     one_line_error(err, "classifier.pt", "not a readable checkpoint")
-    assert (tmp_path / "classifier.pt").read_bytes() == b"this is not a checkpoint"   # left for the user
+    # left for the user
+    assert (tmp_path / "classifier.pt").read_bytes() == b"this is not a checkpoint"
 
 
 @pytest.mark.slow
 def test_cached_classifier_trained_another_way_is_refused(tmp_path, capsys):
-    load_script("fashion_inversion").main(FAST + ["--generator-steps", "2", "--out-dir", str(tmp_path)])
+    load_script("fashion_inversion").main(FAST + ["--generator-steps", "2",
+                                                  "--out-dir", str(tmp_path)])
     capsys.readouterr()
     with pytest.raises(SystemExit) as e:
-        load_script("fashion_inversion").main(FAST + ["--generator-steps", "2", "--out-dir", str(tmp_path),
-                                                     "--classifier-adv-eps", "0.1"])
+        load_script("fashion_inversion").main(FAST + ["--generator-steps", "2",
+                                                      "--out-dir", str(tmp_path),
+                                                      "--classifier-adv-eps", "0.1"])
     assert e.value.code == 2
     one_line_error(capsys.readouterr().err, "adv_eps", "refusing", "--retrain")
 
 
 @pytest.mark.slow
 def test_checkpoint_of_another_script_is_refused_naming_both(tmp_path, capsys):
-    load_script("fashion_inversion").main(FAST + ["--generator-steps", "2", "--out-dir", str(tmp_path)])
+    load_script("fashion_inversion").main(FAST + ["--generator-steps", "2",
+                                                  "--out-dir", str(tmp_path)])
     capsys.readouterr()
     with pytest.raises(SystemExit) as e:
-        load_script("mnist_inversion").main(FAST + ["--generator-steps", "2", "--out-dir", str(tmp_path)])
+        load_script("mnist_inversion").main(FAST + ["--generator-steps", "2",
+                                                    "--out-dir", str(tmp_path)])
     assert e.value.code == 2
     one_line_error(capsys.readouterr().err, "FashionMNIST", "MNIST", "refusing")
 
@@ -116,7 +123,8 @@ def test_generator_of_another_architecture_is_refused_on_resume(tmp_path, capsys
     mod.main(FAST + ["--generator-steps", "2", "--out-dir", str(tmp_path)])
     capsys.readouterr()
     with pytest.raises(SystemExit) as e:
-        mod.main(FAST + ["--generator-steps", "4", "--out-dir", str(tmp_path), "--resume", "--width", "32"])
+        mod.main(FAST + ["--generator-steps", "4", "--out-dir", str(tmp_path), "--resume",
+                         "--width", "32"])
     assert e.value.code == 2
     one_line_error(capsys.readouterr().err, "generator.pt", "arch", "refusing")
 
@@ -128,8 +136,8 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, caps
     good = torch.load(tmp_path / "generator.pt", weights_only=False)
     capsys.readouterr()
     with pytest.raises(SystemExit) as e:               # alpha * KL overflows to inf
-        mod.main(FAST + ["--generator-steps", "8", "--out-dir", str(tmp_path), "--resume", "--alpha", "1e308",
-                         "--beta", "1e308"])
+        mod.main(FAST + ["--generator-steps", "8", "--out-dir", str(tmp_path), "--resume",
+                         "--alpha", "1e308", "--beta", "1e308"])
     assert e.value.code == 2
     one_line_error(capsys.readouterr().err, "smaller --lr", "generator.pt")
     kept = torch.load(tmp_path / "generator.pt", weights_only=False)
@@ -166,7 +174,8 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path, monkeypatch, caps
 
 
 @pytest.mark.slow
-def test_killed_run_resumes_to_the_same_result_as_an_uninterrupted_run(tmp_path, monkeypatch, capsys):
+def test_killed_run_resumes_to_the_same_result_as_an_uninterrupted_run(tmp_path, monkeypatch,
+                                                                       capsys):
     mod = load_script("mnist_inversion")
     whole, cut = tmp_path / "whole", tmp_path / "cut"
     mod.main(FAST + ["--generator-steps", "10", "--out-dir", str(whole)])
@@ -191,7 +200,8 @@ def test_killed_run_resumes_to_the_same_result_as_an_uninterrupted_run(tmp_path,
     resumed = torch.load(cut / "generator.pt", weights_only=False)
     assert resumed["step"] == 10
     for k in reference["model"]:
-        assert torch.allclose(resumed["model"][k].float(), reference["model"][k].float(), atol=1e-6), k
+        assert torch.allclose(resumed["model"][k].float(), reference["model"][k].float(),
+                              atol=1e-6), k
     assert [line["loss"] for line in resumed["history"]] == pytest.approx(
         [line["loss"] for line in reference["history"]], rel=1e-5)
 
@@ -200,7 +210,8 @@ def test_killed_run_resumes_to_the_same_result_as_an_uninterrupted_run(tmp_path,
 def test_resume_with_more_steps_continues_to_the_new_total(tmp_path, capsys):
     mod = load_script("mnist_inversion")
     mod.main(FAST + ["--generator-steps", "4", "--out-dir", str(tmp_path)])
-    assert "--quick is a 5-minute preview" in capsys.readouterr().out          # a CPU run without --quick says so
+    # a CPU run without --quick says so
+    assert "--quick is a 5-minute preview" in capsys.readouterr().out
     mod.main(FAST + ["--generator-steps", "8", "--out-dir", str(tmp_path), "--resume"])
     assert torch.load(tmp_path / "generator.pt", weights_only=False)["step"] == 8
 
@@ -236,11 +247,13 @@ def test_optimizer_state_of_any_mode_takes_this_runs_mode():
     model(torch.randn(8, 4)).square().mean().backward()
     opt.step()
     saved = as_a_cuda_graph_run_saves_it(opt.state_dict())
-    here = torch.optim.Adam(model.parameters(), lr=1e-2)          # this run: a CPU, capturable=False
+    # this run: a CPU, capturable=False
+    here = torch.optim.Adam(model.parameters(), lr=1e-2)
     common.load_optimizer(here, saved, capturable=False)
     assert [g["capturable"] for g in here.param_groups] == [False]
     for s in here.state.values():
-        assert s["step"].device.type == "cpu" and s["step"].dtype == torch.float32 and s["step"].item() == 1
+        assert (s["step"].device.type == "cpu" and s["step"].dtype == torch.float32
+                and s["step"].item() == 1)
     here.step()                                                  # capturable Adam would assert here
     assert all(s["step"].item() == 2 for s in here.state.values())
     # the other way (a CPU checkpoint under the graph): capturable, `step` on the parameter's device
@@ -263,10 +276,12 @@ def test_a_checkpoint_written_under_the_cuda_graph_resumes_on_a_cpu(tmp_path, ca
     resumed = torch.load(tmp_path / "generator.pt", weights_only=False)
     assert resumed["step"] == 8
     assert [g["capturable"] for g in resumed["optimizer"]["param_groups"]] == [False]
-    assert all(s["step"].item() == 8 and s["step"].device.type == "cpu" for s in resumed["optimizer"]["state"].values())
+    assert all(s["step"].item() == 8 and s["step"].device.type == "cpu"
+               for s in resumed["optimizer"]["state"].values())
 
 
-def test_an_interrupt_after_a_step_saves_the_count_its_weights_hold(tmp_path, monkeypatch, capsys, ctrl_c):
+def test_an_interrupt_after_a_step_saves_the_count_its_weights_hold(tmp_path, monkeypatch, capsys,
+                                                                    ctrl_c):
     # Ctrl-C arriving as the third step returns, before the loop counts it: the saved step must
     # be the number of updates in the saved weights (Adam counts them too), else a resumed run
     # would do one update too many
@@ -297,9 +312,11 @@ def test_benchmark_asked_for_cuda_without_cuda(monkeypatch, capsys):
     one_line_error(capsys.readouterr().err, "benchmark.py", "--device cuda", "CUDA")
 
 
-@pytest.mark.parametrize("capability,emulated", [("AVX2", True), ("NO AVX", True), ("DEFAULT", True),
-                                                 ("AVX512", False), ("SVE256", False)])
-def test_amp_on_a_cpu_that_emulates_bfloat16_runs_in_float32(capability, emulated, monkeypatch, capsys, tmp_path):
+@pytest.mark.parametrize("capability,emulated", [("AVX2", True), ("NO AVX", True),
+                                                 ("DEFAULT", True), ("AVX512", False),
+                                                 ("SVE256", False)])
+def test_amp_on_a_cpu_that_emulates_bfloat16_runs_in_float32(capability, emulated, monkeypatch,
+                                                             capsys, tmp_path):
     import benchmark
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
     mod = load_script("mnist_inversion")
@@ -308,7 +325,8 @@ def test_amp_on_a_cpu_that_emulates_bfloat16_runs_in_float32(capability, emulate
     common.release_out_dirs()
     said = f"--amp: bfloat16 is emulated on this CPU ({capability})" in capsys.readouterr().out
     assert args.amp is not emulated and said is emulated
-    amp_rows = [name for name, _ in benchmark.inversion_variants(torch.device("cpu")) if "amp" in name]
+    amp_rows = [name for name, _ in benchmark.inversion_variants(torch.device("cpu"))
+                if "amp" in name]
     assert amp_rows == ([] if emulated else ["project_amp"])
 
 
@@ -325,4 +343,5 @@ def test_the_judge_signature_ignores_adversarial_training_of_f():
     mod = load_script("cifar10_inversion")
     plain, robust = mod.parse_args([]), mod.parse_args(["--classifier-adv-eps", "0.01"])
     assert common.f_training(robust) != common.f_training(plain)                  # f is refused
-    assert common.f_training(robust, adversarial=False) == common.f_training(plain)   # the judge is reused
+    # the judge is reused
+    assert common.f_training(robust, adversarial=False) == common.f_training(plain)

@@ -87,7 +87,8 @@ def cifar_folder(tmp_path):
 
 
 @pytest.mark.parametrize("damage,words", [
-    (lambda f: f.write_bytes(f.read_bytes()[:5000]), ["data_batch_1", "CIFAR-10 batch", "Unpickling"]),
+    (lambda f: f.write_bytes(f.read_bytes()[:5000]),
+     ["data_batch_1", "CIFAR-10 batch", "Unpickling"]),
     (lambda f: f.write_bytes(pickle.dumps([1, 2, 3])), ["data_batch_1", "CIFAR-10 batch"]),
     (lambda f: f.write_bytes(pickle.dumps({"data": b"xx", "labels": [0]})), ["data_batch_1"]),
 ])
@@ -109,7 +110,8 @@ def test_labels_outside_the_classes_and_a_missing_class_are_refused_before_f_tra
     argv = ["--data-dir", str(tmp_path / "data"), "--dry-run", "--device", "cpu", "--out-dir",
             str(tmp_path / "out")]
     refused(capsys, lambda: mod.main(argv), "test labels", "0..9")
-    refused(capsys, lambda: load_script("mnist_inversion").main(     # 5 images cannot hold 10 classes
+    # 5 images cannot hold 10 classes
+    refused(capsys, lambda: load_script("mnist_inversion").main(
         ["--fake-data", "--dry-run", "--device", "cpu", "--train-subset", "5", "--out-dir",
          str(tmp_path / "out2")]), "no training image of class", "--train-subset")
 
@@ -199,7 +201,8 @@ def test_a_classifier_of_another_width_in_the_folder_is_refused_by_measure(finis
     (lambda c: {k: v for k, v in c.items() if k not in ("optimizer", "history")},
      ["lacks optimizer, history"]),
     (lambda c: {**c, "model": {}}, ["generator.pt", "Missing key"]),
-    (lambda c: {**c, "optimizer": {"state": {}, "param_groups": []}}, ["generator.pt", "optimizer"]),
+    (lambda c: {**c, "optimizer": {"state": {}, "param_groups": []}},
+     ["generator.pt", "optimizer"]),
     (lambda c: {**c, "rng": {"cpu": torch.zeros(3)}}, ["generator.pt", "random states"]),
     (lambda c: {**c, "kind": "judge"}, ["not a generator checkpoint"]),
     (lambda c: {**c, "history": {"step": [1], "loss": [0.5]}}, ["generator.pt", "older layout"]),

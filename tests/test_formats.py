@@ -15,19 +15,24 @@ from conftest import load_script
 
 def load(script, root):
     mod = load_script(script)
-    return mod.load_data(mod.parse_args(["--data-dir", str(root), "--device", "cpu"]), torch.device("cpu"))
+    return mod.load_data(mod.parse_args(["--data-dir", str(root), "--device", "cpu"]),
+                         torch.device("cpu"))
 
 
 def check(data, expected):
     x_tr, y_tr, x_te, y_te = expected
-    assert np.array_equal((data["x_train"] * 255).round().to(torch.uint8).numpy().reshape(x_tr.shape), x_tr)
+    assert np.array_equal(
+        (data["x_train"] * 255).round().to(torch.uint8).numpy().reshape(x_tr.shape), x_tr)
     assert data["y_train"].tolist() == y_tr.tolist()
-    assert np.array_equal((data["x_test"] * 255).round().to(torch.uint8).numpy().reshape(x_te.shape), x_te)
+    assert np.array_equal(
+        (data["x_test"] * 255).round().to(torch.uint8).numpy().reshape(x_te.shape), x_te)
     assert data["y_test"].tolist() == y_te.tolist()
-    assert data["x_train"].dtype == torch.float32 and 0 <= data["x_train"].min() and data["x_train"].max() <= 1
+    assert (data["x_train"].dtype == torch.float32
+            and 0 <= data["x_train"].min() and data["x_train"].max() <= 1)
 
 
-@pytest.mark.parametrize("script,folder", [("mnist_inversion", "MNIST"), ("fashion_inversion", "FashionMNIST")])
+@pytest.mark.parametrize("script,folder", [("mnist_inversion", "MNIST"),
+                                           ("fashion_inversion", "FashionMNIST")])
 def test_idx_files(tmp_path, no_download, script, folder):
     expected = formats.write_idx_dataset(tmp_path, folder)
     data = load(script, tmp_path)
@@ -50,7 +55,8 @@ def test_cifar10_pickles_that_torchvision_refuses_are_read_by_hand(tmp_path, no_
 
 
 def test_svhn_mat_files_map_label_10_to_digit_0(tmp_path, no_download, monkeypatch):
-    monkeypatch.setattr(torchvision.datasets.SVHN, "_check_integrity", lambda self: True)   # as above
+    # as above
+    monkeypatch.setattr(torchvision.datasets.SVHN, "_check_integrity", lambda self: True)
     x_tr, y_tr, x_te, y_te = formats.write_svhn_dataset(tmp_path)
     data = load("svhn_inversion", tmp_path)
     assert data["x_train"].shape == (60, 3, 32, 32)
@@ -59,7 +65,8 @@ def test_svhn_mat_files_map_label_10_to_digit_0(tmp_path, no_download, monkeypat
 
 
 def test_svhn_mat_files_that_torchvision_refuses_are_read_by_hand(tmp_path, no_download):
-    x_tr, y_tr, x_te, y_te = formats.write_svhn_dataset(tmp_path)     # not the published bytes: refused
+    # not the published bytes: refused
+    x_tr, y_tr, x_te, y_te = formats.write_svhn_dataset(tmp_path)
     data = load("svhn_inversion", tmp_path)
     assert 0 in data["y_train"].tolist() and 10 not in data["y_train"].tolist()
     check(data, (x_tr, y_tr, x_te, y_te))
@@ -82,12 +89,14 @@ def test_a_truncated_idx_file_is_a_clear_error(tmp_path, no_download):
 
 
 @pytest.mark.parametrize("script,cls,sub,files", [
-    ("mnist_inversion", "MNIST", "MNIST/raw", ["train-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]),
+    ("mnist_inversion", "MNIST", "MNIST/raw",
+     ["train-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]),
     ("fashion_inversion", "FashionMNIST", "FashionMNIST/raw", ["train-labels-idx1-ubyte"]),
-    ("cifar10_inversion", "CIFAR10", "cifar-10-batches-py", ["data_batch_1", "data_batch_5", "test_batch"]),
+    ("cifar10_inversion", "CIFAR10", "cifar-10-batches-py",
+     ["data_batch_1", "data_batch_5", "test_batch"]),
     ("svhn_inversion", "SVHN", "", ["train_32x32.mat", "test_32x32.mat"])])
-def test_missing_data_without_network_names_files_folder_and_fake_data(tmp_path, monkeypatch, script, cls, sub,
-                                                                       files):
+def test_missing_data_without_network_names_files_folder_and_fake_data(tmp_path, monkeypatch,
+                                                                       script, cls, sub, files):
     def offline(*a, **k):
         raise urllib.error.URLError("no network")
     monkeypatch.setattr(torchvision.datasets, cls, offline)
@@ -106,4 +115,5 @@ def test_fake_data_is_learnable_and_dataset_shaped():
     means = torch.stack([x_tr[y_tr == c].float().mean(0) for c in range(10)])
     d = torch.cdist(x_te.float().flatten(1), means.flatten(1))
     assert (d.argmin(1) == y_te).float().mean() > 0.9
-    assert np.array_equal(common.fake_splits((3, 32, 32))[0][0].numpy(), x_tr.numpy())   # deterministic
+    # deterministic
+    assert np.array_equal(common.fake_splits((3, 32, 32))[0][0].numpy(), x_tr.numpy())

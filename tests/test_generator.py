@@ -21,8 +21,10 @@ def test_generator_output_shape_and_range(shape, conditioning):
 @pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32)])
 def test_resize_upsampling_has_no_strided_transposed_convolution(shape):
     C, S, _ = shape
-    G = common.Generator(channels=C, image_size=S, latent_dim=8, hidden=8, width=16, upsample="resize")
-    strided = [m for m in G.modules() if isinstance(m, torch.nn.ConvTranspose2d) and m.stride != (1, 1)]
+    G = common.Generator(channels=C, image_size=S, latent_dim=8, hidden=8, width=16,
+                         upsample="resize")
+    strided = [m for m in G.modules()
+               if isinstance(m, torch.nn.ConvTranspose2d) and m.stride != (1, 1)]
     assert not strided and any(isinstance(m, torch.nn.Upsample) for m in G.modules())
     p, y, H = common.sample_conditioning(3, 10, "cpu")
     assert G(torch.randn(3, 8), p, H).shape == (3, C, S, S)
@@ -63,7 +65,8 @@ def test_k_generators_each_make_their_part_of_the_batch():
     z = torch.randn(7, 8)
     p, y, H = common.sample_conditioning(7, 10, "cpu")
     x = G(z, p, H)                                      # parts of 3, 2 and 2 images
-    alone = torch.cat([G[0](z[:3], p[:3], H[:3]), G[1](z[3:5], p[3:5], H[3:5]), G[2](z[5:], p[5:], H[5:])])
+    alone = torch.cat([G[0](z[:3], p[:3], H[:3]), G[1](z[3:5], p[3:5], H[3:5]),
+                       G[2](z[5:], p[5:], H[5:])])
     assert torch.allclose(x, alone)
     assert not torch.allclose(G[0](z, p, H), G[1](z, p, H))          # different generators
     owner = torch.tensor([2, 0, 1, 2, 0, 1, 2])          # generate: image i by generator owner[i]

@@ -20,7 +20,8 @@ def test_kl_term_matches_torch_kl_div_and_the_formula():
     reference = F.kl_div(torch.log_softmax(logits, 1), p, reduction="batchmean")
     assert torch.allclose(ours, reference)
     q = torch.softmax(logits, 1)
-    by_hand = sum(sum(p[k, i] * math.log(p[k, i] / q[k, i]) for i in range(10)) for k in range(6)) / 6
+    by_hand = sum(sum(p[k, i] * math.log(p[k, i] / q[k, i]) for i in range(10))
+                  for k in range(6)) / 6
     assert abs(ours.item() - by_hand) < 1e-10
 
 
@@ -70,8 +71,10 @@ def test_cosine_term_within_classes_averages_only_pairs_of_one_label():
     pairs = [(i, j) for i in range(9) for j in range(9) if i != j and y[i] == y[j]]
     cos = [(phi[i] @ phi[j] / (phi[i].norm() * phi[j].norm())).item() for i, j in pairs]
     assert abs(common.cosine_term(phi, y).item() - sum(cos) / len(cos)) < 1e-6
-    base = torch.randn(4, 6)                                      # one picture per label: a collapsed row
-    assert abs(common.cosine_term(base[y], y).item() - 1) < 1e-5 < 1 - common.cosine_term(base[y]).item()
+    # one picture per label: a collapsed row
+    base = torch.randn(4, 6)
+    assert (abs(common.cosine_term(base[y], y).item() - 1) < 1e-5
+            < 1 - common.cosine_term(base[y]).item())
 
 
 def test_cosine_term_of_identical_features_is_one_and_flattens_maps():
@@ -87,10 +90,12 @@ def test_tv_term_of_a_constant_image_is_zero_and_of_a_checkerboard_is_two():
 
 def test_mode_seeking_term_matches_a_loop_over_pairs_of_one_label():
     g = torch.Generator().manual_seed(3)
-    x, z, y = torch.rand(7, 3, 4, 4, generator=g), torch.randn(7, 5, generator=g), torch.tensor([0, 1, 0, 2, 1, 0, 3])
+    x, z, y = (torch.rand(7, 3, 4, 4, generator=g), torch.randn(7, 5, generator=g),
+               torch.tensor([0, 1, 0, 2, 1, 0, 3]))
     ratios = [(x[i] - x[j]).abs().mean() / (z[i] - z[j]).abs().mean()
               for i in range(7) for j in range(7) if i != j and y[i] == y[j]]
-    assert len(ratios) == 8                                      # 3 x 2 pairs of label 0, 2 of label 1
+    # 3 x 2 pairs of label 0, 2 of label 1
+    assert len(ratios) == 8
     want = 1 / (sum(ratios) / len(ratios) + 1e-5)
     assert abs(common.mode_seeking_term(x, z, y).item() - want.item()) < 1e-4
 

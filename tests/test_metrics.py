@@ -101,10 +101,11 @@ def test_frechet_references_draw_per_class_and_order_noise_and_collapse():
     data = {"x_train": x, "y_train": y}
     labels = torch.arange(n).repeat_interleave(1000)
     ref = measure.frechet_references(PixelJudge(), labels, data, x.flatten(1), n)
-    assert set(ref) == {"training_images", "training_images_noise_0.05", "training_images_noise_0.1",
-                        "class_mean_images"}
+    assert set(ref) == {"training_images", "training_images_noise_0.05",
+                        "training_images_noise_0.1", "class_mean_images"}
     assert ref["training_images"] < 0.01
-    assert ref["training_images"] < ref["training_images_noise_0.05"] < ref["training_images_noise_0.1"]
+    assert (ref["training_images"] < ref["training_images_noise_0.05"]
+            < ref["training_images_noise_0.1"])
     # mean images: covariance b u u^T (u = ones / 3, the class offsets y / 8 shift all 9 pixels
     # alike), against b u u^T + w I with w = Var U(0, 0.5) = 0.25 / 12; Frechet distance in
     # closed form: 2b + 9w - 2 sqrt(b (b + w))
@@ -117,7 +118,8 @@ def test_pieces_count_connected_parts_and_specks():
     x[0, 0, 1:6, 2] = 1                                  # one stroke
     x[1, 0, 1:6, 2] = 1
     x[1, 0, 7, 7] = 1                                    # ... and a speck
-    x[2, 0, 1, 1] = x[2, 0, 2, 2] = 1                    # diagonal neighbours: one piece (8-connected)
+    # diagonal neighbours: one piece (8-connected)
+    x[2, 0, 1, 1] = x[2, 0, 2, 2] = 1
     x[2, 0, 5:8, 5:8] = 0.4                              # below the threshold: nothing
     count, specks = measure.pieces(x)
     assert count.tolist() == [1, 2, 1] and specks.tolist() == [0, 1, 1]
@@ -132,8 +134,10 @@ def loop_recall_and_coverage(real, fake, k_recall=3, k_coverage=5):
         return sorted(dist(points[i], q) for j, q in enumerate(points) if j != i)[k - 1]
     radii_fake = [kth(fake, i, k_recall) for i in range(len(fake))]
     radii_real = [kth(real, i, k_coverage) for i in range(len(real))]
-    rec = sum(any(dist(r, s) <= radii_fake[j] for j, s in enumerate(fake)) for r in real) / len(real)
-    cov = sum(min(dist(r, s) for s in fake) <= radii_real[i] for i, r in enumerate(real)) / len(real)
+    rec = sum(any(dist(r, s) <= radii_fake[j] for j, s in enumerate(fake))
+              for r in real) / len(real)
+    cov = sum(min(dist(r, s) for s in fake) <= radii_real[i]
+              for i, r in enumerate(real)) / len(real)
     return rec, cov
 
 
@@ -162,7 +166,8 @@ def test_one_picture_recoloured_has_no_recall_however_far_its_colours_move():
 def test_variety_uses_interleaved_halves_of_equal_size_and_skips_tiny_classes():
     torch.manual_seed(2)
     n = 3
-    real_labels = torch.arange(n).repeat_interleave(60)             # sorted by class, as CIFAR-10's test set
+    # sorted by class, as CIFAR-10's test set
+    real_labels = torch.arange(n).repeat_interleave(60)
     real = torch.randn(180, 4) + real_labels[:, None].float() * 10
     fake_labels = torch.tensor([0] * 20 + [1] * 50 + [2] * 3)
     fake = torch.randn(73, 4) + fake_labels[:, None].float() * 10

@@ -49,19 +49,22 @@ def test_dry_run_writes_every_output_and_samples_follow_the_contract(tmp_path, n
                 "nn_distance"]:
         assert key in inv, key
     assert len(inv["per_class_target_accuracy"]) == 10
-    assert 0 <= saved["classifier"]["test_accuracy"] <= 1 and 0 <= saved["judge"]["test_accuracy"] <= 1
+    assert (0 <= saved["classifier"]["test_accuracy"] <= 1
+            and 0 <= saved["judge"]["test_accuracy"] <= 1)
     assert set(saved["seconds"]) >= {"data", "classifier", "judge", "generator", "total"}
     assert [line["step"] for line in saved["history"]] == [2, 4] and finite(saved)
-    assert list(saved["history"][0])[:7] == ["step", "loss", "L_inv", "L_KL", "L_CE", "L_cos", "robust"]
-    assert set(saved["distillation"]) == {"from_generator", "from_training_images", "steps", "batch_size", "student",
-                                         "real_student_kept"}
+    assert list(saved["history"][0])[:7] == ["step", "loss", "L_inv", "L_KL", "L_CE", "L_cos",
+                                             "robust"]
+    assert set(saved["distillation"]) == {"from_generator", "from_training_images", "steps",
+                                          "batch_size", "student", "real_student_kept"}
     assert saved["config"]["fake_data"] is True and saved["device"] == "cpu"
     ckpt = torch.load(out / "generator.pt", weights_only=False)
     assert ckpt["step"] == 4 and ckpt["dataset"] == mod.DATASET and "optimizer" in ckpt
     assert metrics["inversion"] == inv
     by_margin = saved["inversion_by_margin"]
     assert list(by_margin) == ["natural", "0.5", "1", "2", "4"]
-    assert all(set(r) == {"target_accuracy", "judge_accuracy", "diversity_ratio", "recall", "coverage"}
+    assert all(set(r) == {"target_accuracy", "judge_accuracy", "diversity_ratio",
+                          "recall", "coverage"}
                for r in by_margin.values())
     assert saved["config"]["margin"] == 1.0
 
@@ -88,7 +91,8 @@ def test_margin_flag_sets_the_conditioning_of_the_samples(tmp_path, monkeypatch,
 @pytest.mark.slow
 def test_second_run_reuses_the_cached_classifier_unless_retrain(tmp_path, capsys):
     mod = load_script("mnist_inversion")
-    argv = ["--fake-data", "--dry-run", "--device", "cpu", "--out-dir", str(tmp_path), "--eval-per-class", "3"]
+    argv = ["--fake-data", "--dry-run", "--device", "cpu", "--out-dir", str(tmp_path),
+            "--eval-per-class", "3"]
     mod.main(argv)
     stamp = (tmp_path / "classifier.pt").stat().st_mtime_ns
     first = torch.load(tmp_path / "generator.pt", weights_only=False)["model"]
@@ -122,10 +126,11 @@ def test_several_generators_are_the_columns_of_samples_png(tmp_path):
     ("fashion_inversion", lambda root: formats.write_idx_dataset(root, "FashionMNIST")),
     ("svhn_inversion", formats.write_svhn_dataset),
     ("cifar10_inversion", formats.write_cifar_dataset)])
-def test_scripts_run_on_files_in_the_real_format_without_downloading(tmp_path, monkeypatch, no_download, name,
-                                                                   writer):
+def test_scripts_run_on_files_in_the_real_format_without_downloading(tmp_path, monkeypatch,
+                                                                     no_download, name, writer):
     writer(tmp_path / "data")
-    monkeypatch.setattr(torchvision.datasets.SVHN, "_check_integrity", lambda self: True)   # tiny files
+    # tiny files
+    monkeypatch.setattr(torchvision.datasets.SVHN, "_check_integrity", lambda self: True)
     mod = load_script(name)
     metrics = mod.main(["--data-dir", str(tmp_path / "data"), "--dry-run", "--device", "cpu",
                         "--out-dir", str(tmp_path / "out"), "--eval-per-class", "2"])
@@ -135,16 +140,19 @@ def test_scripts_run_on_files_in_the_real_format_without_downloading(tmp_path, m
 @pytest.mark.slow
 def test_importing_a_script_does_nothing(tmp_path):
     code = ("import os, sys; sys.path.insert(0, %r); os.chdir(%r); "
-            "import mnist_inversion, fashion_inversion, svhn_inversion, cifar10_inversion, measure; "
+            "import mnist_inversion, fashion_inversion, svhn_inversion, "
+            "cifar10_inversion, measure; "
             "print(sorted(os.listdir('.')))") % (str(ROOT), str(tmp_path))
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=120)
     assert result.returncode == 0 and result.stdout.strip() == "[]" and result.stderr == ""
 
 
 @pytest.mark.slow
 def test_command_line_run_as_a_user_would(tmp_path):
-    result = subprocess.run([sys.executable, str(ROOT / "mnist_inversion.py"), "--fake-data", "--dry-run",
-                             "--device", "cpu", "--out-dir", str(tmp_path), "--eval-per-class", "2"],
+    result = subprocess.run([sys.executable, str(ROOT / "mnist_inversion.py"), "--fake-data",
+                             "--dry-run", "--device", "cpu", "--out-dir", str(tmp_path),
+                             "--eval-per-class", "2"],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "device: cpu" in result.stdout and "L_inv" in result.stdout and "ETA" in result.stdout
@@ -158,19 +166,24 @@ def test_lengths_set_only_the_flags_not_given_on_the_command_line():
     args = fashion.parse_args(["--quick", "--batch-size", "256", "--augment"])
     assert (args.batch_size, args.augment, args.width) == (256, True, fashion.SETTINGS["width"][2])
     mnist = load_script("mnist_inversion")
-    assert (mnist.parse_args([]).tv, mnist.parse_args(["--quick"]).tv) == (5.0, 0.0)   # the same for MNIST
+    # the same for MNIST
+    assert (mnist.parse_args([]).tv, mnist.parse_args(["--quick"]).tv) == (5.0, 0.0)
     cifar = load_script("cifar10_inversion")
     assert cifar.parse_args([]).tv == 0.0
     medium = cifar.parse_args(["--medium", "--generator-steps", "7"])
     assert (medium.generator_steps, medium.out_dir) == (7, "runs/CIFAR10-medium")
-    assert cifar.parse_args(["--quick", "--out-dir", "runs/CIFAR10"]).out_dir == "runs/CIFAR10"   # as given
+    # as given
+    assert cifar.parse_args(["--quick", "--out-dir", "runs/CIFAR10"]).out_dir == "runs/CIFAR10"
     for key, value in cifar.SETTINGS.items():                 # each length reads its column
         full, mid, quick = value if isinstance(value, tuple) else (value,) * 3
         assert getattr(medium, key) == (7 if key == "generator_steps" else mid), key
-        assert getattr(cifar.parse_args([]), key) == full and getattr(cifar.parse_args(["--quick"]), key) == quick
+        assert (getattr(cifar.parse_args([]), key) == full
+                and getattr(cifar.parse_args(["--quick"]), key) == quick)
     paper = fashion.parse_args(["--paper", "--gamma", "2"])     # the paper's loss, gamma as given
-    assert (paper.alpha, paper.beta, paper.gamma, paper.robust_eps, paper.stats, paper.tv) == (1, 1, 2, 0, 0, 0)
-    assert cifar.parse_args(["--paper", "--quick"]).classifier_epochs == 2   # --paper keeps the length
+    assert ((paper.alpha, paper.beta, paper.gamma, paper.robust_eps, paper.stats, paper.tv)
+            == (1, 1, 2, 0, 0, 0))
+    # --paper keeps the length
+    assert cifar.parse_args(["--paper", "--quick"]).classifier_epochs == 2
 
 
 def test_every_script_takes_the_same_flags_and_every_flag_has_a_value(script):
@@ -179,7 +192,8 @@ def test_every_script_takes_the_same_flags_and_every_flag_has_a_value(script):
     args = vars(script.parse_args([]))
     assert sorted(args) == sorted(vars(load_script("mnist_inversion").parse_args([])))
     assert all(value is not None for key, value in args.items() if key != "margin"), args
-    assert set(common.PAPER) <= set(script.SETTINGS)           # --paper undoes only SETTINGS' values
+    # --paper undoes only SETTINGS' values
+    assert set(common.PAPER) <= set(script.SETTINGS)
     assert set(script.SETTINGS) <= set(args)
 
 
@@ -195,9 +209,10 @@ def test_help_shows_every_default_and_each_length(capsys):
 @pytest.mark.slow
 def test_frechet_scale_tool_scores_a_finished_run(tmp_path):
     out = tmp_path / "run"
-    load_script("mnist_inversion").main(["--fake-data", "--dry-run", "--device", "cpu", "--out-dir", str(out),
-                                         "--eval-per-class", "20"])
-    spec = importlib.util.spec_from_file_location("frechet_scale", ROOT / "tools" / "frechet_scale.py")
+    load_script("mnist_inversion").main(["--fake-data", "--dry-run", "--device", "cpu",
+                                         "--out-dir", str(out), "--eval-per-class", "20"])
+    spec = importlib.util.spec_from_file_location("frechet_scale",
+                                                  ROOT / "tools" / "frechet_scale.py")
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
     dist = tool.run([str(out), "--script", "mnist_inversion", "--fake-data"])
@@ -212,17 +227,19 @@ def test_frechet_scale_tool_scores_a_finished_run(tmp_path):
 @pytest.mark.slow
 def test_measure_alone_rescores_a_finished_run_and_refuses_a_folder_that_is_not_one(tmp_path):
     out = tmp_path / "run"
-    first = load_script("svhn_inversion").main(["--fake-data", "--dry-run", "--device", "cpu", "--out-dir", str(out),
-                                                "--eval-per-class", "4"])
+    first = load_script("svhn_inversion").main(["--fake-data", "--dry-run", "--device", "cpu",
+                                                "--out-dir", str(out), "--eval-per-class", "4"])
     (out / "metrics.json").unlink()
     result = subprocess.run([sys.executable, str(ROOT / "measure.py"), str(out), "--device", "cpu"],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     again = json.loads((out / "metrics.json").read_text())
     assert again["dataset"] == "SVHN" and again["judge"] == first["judge"]     # the cached judge
-    for key in ("target_accuracy", "judge_accuracy", "diversity_ratio", "nn_distance"):   # same samples.pt
+    # same samples.pt
+    for key in ("target_accuracy", "judge_accuracy", "diversity_ratio", "nn_distance"):
         assert again["inversion"][key] == pytest.approx(first["inversion"][key], abs=1e-6), key
     result = subprocess.run([sys.executable, str(ROOT / "measure.py"), str(tmp_path / "nowhere")],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1 and "generator.pt not found" in result.stderr
+    assert (len(result.stderr.strip().splitlines()) == 1
+            and "generator.pt not found" in result.stderr)

@@ -11,8 +11,9 @@ from conftest import load_script
 def make(script_name, **overrides):
     mod = load_script(script_name)
     args = mod.parse_args(["--fake-data", "--device", "cpu", "--batch-size", "8", "--width", "16",
-                           "--latent-dim", "8", "--hidden", "8"] + [a for k, v in overrides.items()
-                                                                    for a in [f"--{k}"] + [str(v)] * (v is not True)])
+                           "--latent-dim", "8", "--hidden", "8"]
+                          + [a for k, v in overrides.items()
+                             for a in [f"--{k}"] + [str(v)] * (v is not True)])
     f = mod.Classifier(len(mod.CLASSES)).eval().requires_grad_(False)
     stats = common.feature_statistics(f, torch.rand(20, *mod.SHAPE), torch.arange(20) % 10, 10)
     G = mod.build_generator(args)
@@ -33,14 +34,16 @@ def check_one_step(script_name, **overrides):
     # the named terms add up as the paper writes L_inv, and the priors come on top of it
     L_inv = args.alpha * terms["L_KL"] + args.beta * terms["L_CE"] + args.gamma * terms["L_cos"]
     assert terms["L_inv"] == pytest.approx(L_inv, rel=1e-5)
-    priors = [v for k, v in terms.items() if k not in ("loss", "L_inv", "L_KL", "L_CE", "L_cos", "f(x)=y")]
+    priors = [v for k, v in terms.items()
+              if k not in ("loss", "L_inv", "L_KL", "L_CE", "L_cos", "f(x)=y")]
     assert terms["loss"] == pytest.approx(terms["L_inv"] + sum(priors), rel=1e-5)
     for name, value in f.state_dict().items():
         assert torch.equal(value, f_before[name]), f"classifier {name} changed"
     assert all(p.grad is None for p in f.parameters()), "a gradient reached the classifier"
     assert all(not p.requires_grad for p in f.parameters())
     changed = [n for n, p in G.named_parameters() if not torch.equal(p, G_before[n])]
-    assert len(changed) == len(G_before), f"unchanged generator weights: {set(G_before) - set(changed)}"
+    assert len(changed) == len(G_before), (
+        f"unchanged generator weights: {set(G_before) - set(changed)}")
     return terms
 
 
@@ -61,8 +64,9 @@ def test_robust_and_prior_terms_also_leave_the_classifier_alone():
 
 
 def test_the_colour_levers_train_the_generator_only():
-    terms = check_one_step("cifar10_inversion", **{"view-shift": 2, "bn-stats": 0.1, "upsample": "resize",
-                                                   "robust-eps": 0, "stats": 0, "mode-seeking": 0,
+    terms = check_one_step("cifar10_inversion", **{"view-shift": 2, "bn-stats": 0.1,
+                                                   "upsample": "resize", "robust-eps": 0,
+                                                   "stats": 0, "mode-seeking": 0,
                                                    "num-generators": 1})
     assert terms["bn_stats"] > 0 and "stats" not in terms          # the batch-norm prior alone
     assert terms["loss"] == pytest.approx(terms["L_inv"] + terms["bn_stats"], rel=1e-5)
@@ -83,11 +87,14 @@ def test_bn_term_is_zero_at_the_running_statistics_and_matches_the_formula():
     assert common.bn_term(bn) < 1e-4
 
 
-def test_bn_stats_on_a_classifier_without_batch_norm_is_refused_before_f_trains(tmp_path, capsys, monkeypatch):
+def test_bn_stats_on_a_classifier_without_batch_norm_is_refused_before_f_trains(tmp_path, capsys,
+                                                                                monkeypatch):
     mod = load_script("mnist_inversion")
-    monkeypatch.setattr(mod, "train_classifier", lambda *a: pytest.fail("f trained before --bn-stats was refused"))
+    monkeypatch.setattr(mod, "train_classifier",
+                        lambda *a: pytest.fail("f trained before --bn-stats was refused"))
     with pytest.raises(SystemExit) as e:
-        mod.main(["--fake-data", "--dry-run", "--device", "cpu", "--bn-stats", "1", "--out-dir", str(tmp_path)])
+        mod.main(["--fake-data", "--dry-run", "--device", "cpu", "--bn-stats", "1",
+                  "--out-dir", str(tmp_path)])
     err = capsys.readouterr().err.strip()
     assert e.value.code == 2 and len(err.splitlines()) == 1 and "--bn-stats needs batch norm" in err
     assert not (tmp_path / "classifier.pt").exists()
@@ -101,7 +108,8 @@ def test_step_gradient_equals_the_gradient_of_the_paper_loss():
                                        **{"robust-eps": 0, "stats": 0, "tv": 0})
     G.eval()                                             # no dropout: same x twice
     torch.manual_seed(5)
-    mod.inversion_step(G, f, torch.optim.SGD(G.parameters(), lr=0.0), args, stats, torch.device("cpu"))
+    mod.inversion_step(G, f, torch.optim.SGD(G.parameters(), lr=0.0), args, stats,
+                       torch.device("cpu"))
     step_grads = [p.grad.clone() for p in G.parameters()]
     torch.manual_seed(5)                                  # same z, p in the same order
     z = torch.randn(args.batch_size, args.latent_dim)
@@ -180,7 +188,8 @@ def test_per_class_statistics_match_each_class_computed_alone():
     # the term averages over the classes present: one class alone gives its own distance
     _, acts0, _ = common.activations(f.features, x[y == 0] * 0.5)
     one = common.stats_term(acts0, stats, torch.zeros(20, dtype=torch.long))
-    expected = sum((reference_moments(a)[0] - mu[0]).norm() + (reference_moments(a)[1] - var[0]).norm()
+    expected = sum((reference_moments(a)[0] - mu[0]).norm()
+                   + (reference_moments(a)[1] - var[0]).norm()
                    for a, (mu, var) in zip(acts0, stats))
     assert torch.allclose(one, expected, rtol=1e-4)
 
@@ -257,6 +266,7 @@ def test_a_step_the_cuda_graph_cannot_record_is_said_once_and_run_without_it(mon
     step = common.GraphedStep(lambda: calls.append(1) or len(calls), warmup=2)
     outs = [step() for _ in range(6)]
     assert fake.recorded == 1 and step.graph is False            # one try at recording
-    assert outs[-1] == len(calls) == 7                           # 6 steps run, + the failed recording's
+    # 6 steps run, + the failed recording's
+    assert outs[-1] == len(calls) == 7
     out = capsys.readouterr().out.strip().splitlines()
     assert len(out) == 1 and "cannot be recorded as a CUDA graph" in out[0] and "going on" in out[0]

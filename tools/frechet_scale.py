@@ -43,18 +43,22 @@ def stand_ins(data, labels, n):
     shared = measure.stand_in_images(data, labels, n, noise=(0.02, 0.05, 0.1))
     real = shared["training_images"]
     return {"training images": real,
-            **{f"  + noise {s:g}": shared[f"training_images_noise_{s:g}"] for s in (0.02, 0.05, 0.1)},
+            **{f"  + noise {s:g}": shared[f"training_images_noise_{s:g}"]
+               for s in (0.02, 0.05, 0.1)},
             "  blurred, sigma 0.5 px": TF.gaussian_blur(real, 5, 0.5),
             "  blurred, sigma 1 px": TF.gaussian_blur(real, 5, 1.0),
-            "per-class Gaussian pixel model": pixel_gaussian(data["x_train"], data["y_train"], labels, n),
+            "per-class Gaussian pixel model": pixel_gaussian(data["x_train"], data["y_train"],
+                                                             labels, n),
             "class mean images": shared["class_mean_images"]}
 
 
 def run(argv=None):
     ap = common.argument_parser(__doc__)
     ap.add_argument("run_dir", help="a finished run's --out-dir (samples.pt, judge.pt)")
-    ap.add_argument("--script", default="fashion_inversion", choices=["mnist_inversion", "fashion_inversion",
-                    "svhn_inversion", "cifar10_inversion"], help="the script that made the run")
+    ap.add_argument("--script", default="fashion_inversion",
+                    choices=["mnist_inversion", "fashion_inversion", "svhn_inversion",
+                             "cifar10_inversion"],
+                    help="the script that made the run")
     ap.add_argument("--data-dir", default="data")
     ap.add_argument("--fake-data", action="store_true", help="the run was made with --fake-data")
     ap.add_argument("--seed", type=int, default=0)
@@ -63,10 +67,12 @@ def run(argv=None):
     run_dir = Path(args.run_dir)
     for name in ("samples.pt", "judge.pt"):
         if not (run_dir / name).is_file():
-            raise common.UserError(f"{run_dir / name} not found: give the --out-dir of a finished run")
+            raise common.UserError(f"{run_dir / name} not found: "
+                                   "give the --out-dir of a finished run")
     torch.manual_seed(args.seed)
     data = script.load_data(script.parse_args(["--data-dir", args.data_dir, "--device", "cpu"]
-                                                    + ["--fake-data"] * args.fake_data), torch.device("cpu"))
+                                              + ["--fake-data"] * args.fake_data),
+                            torch.device("cpu"))
     n = len(script.CLASSES)
     judge = measure.Judge(script.SHAPE[0], n)
     ckpt = common.load_checkpoint(run_dir / "judge.pt", "judge", {"dataset": script.DATASET})
@@ -80,7 +86,8 @@ def run(argv=None):
     print(f"{'images, scored against the test set':<36} {'Frechet':>9} {'/ training images':>18}")
     for name, d in dist.items():
         print(f"{name:<36} {d:9.3f} {d / dist['training images']:18.1f}")
-    print(f"\nper class, against that class's test images: {'samples':>8} {'(means)':>8} {'training':>9}")
+    print(f"\nper class, against that class's test images: {'samples':>8} {'(means)':>8} "
+          f"{'training':>9}")
     for c, name in enumerate(script.CLASSES):
         fake, real = feats["samples (samples.pt)"][labels == c], real_feats[data["y_test"] == c]
         own = feats["training images"][labels == c]
@@ -88,8 +95,10 @@ def run(argv=None):
         print(f"  {name:<42} {measure.frechet_distance(fake, real):8.2f} {means:8.2f} "
               f"{measure.frechet_distance(own, real):9.2f}")
     print(f"pixels above 0.9: samples {(x > 0.9).float().mean():.1%}, test images "
-          f"{(data['x_test'] > 0.9).float().mean():.1%}; mean pixel {x.mean():.3f} and {data['x_test'].mean():.3f}")
-    firsts = torch.stack([torch.nonzero(labels == c)[0, 0] for c in range(n)])     # one image per class
+          f"{(data['x_test'] > 0.9).float().mean():.1%}; "
+          f"mean pixel {x.mean():.3f} and {data['x_test'].mean():.3f}")
+    # one image per class
+    firsts = torch.stack([torch.nonzero(labels == c)[0, 0] for c in range(n)])
     measure.image_grid(run_dir / "frechet_scale.png", [v[firsts] for v in rows.values()],
                              [k.strip() for k in rows], list(script.CLASSES),
                              "samples and the Frechet distance's stand-ins, one column per class")
