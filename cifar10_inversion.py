@@ -67,6 +67,7 @@ SETTINGS = {
     "gamma":                   10.0,
     "robust_eps":              0.05,                              # Sec. 3, in our form
     "stats":                   1.0,                               # beyond the paper: priors
+    "generator_stats":         0.0,
     "bn_stats":                1.0,
     "tv":                      0.0,
     "mode_seeking":            1.0,
@@ -117,6 +118,8 @@ def parse_args(argv=None):
           + ", ".join(f"{key}={value}" for key, value in common.PAPER.items()))
     beyond = ap.add_argument_group("beyond the paper (a weight of 0 is off)").add_argument
     beyond("--stats", type=common.WEIGHT, help="the prior on f's feature statistics per class")
+    beyond("--generator-stats", type=common.WEIGHT, help="the same prior on each generator's "
+           "part of the batch, all classes together: no generator's own style in every row")
     beyond("--bn-stats", type=common.WEIGHT, help="DeepInversion's prior on f's batch norms")
     beyond("--tv", type=common.WEIGHT, help="total variation")
     beyond("--mode-seeking", type=common.WEIGHT, help="mode seeking: other z, other pictures")
@@ -329,6 +332,9 @@ def inversion_step(G, f, opt, args, stats, device):
         priors = {}
         if args.stats > 0:                                       # f's feature statistics per class
             priors["stats"] = args.stats * common.stats_term(acts, stats, y)
+        if args.generator_stats > 0:                             # each G_k: all classes
+            priors["generator_stats"] = (args.generator_stats
+                                         * common.generator_stats_term(acts, stats, len(G)))
         if args.bn_stats > 0:                                    # DeepInversion: f's batch norms
             priors["bn_stats"] = args.bn_stats * common.bn_term(bn)
         if args.tv > 0:                                          # total variation: smoothness

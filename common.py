@@ -240,6 +240,27 @@ def stats_term(acts, stats, y):
     return total
 
 
+def mixture_statistics(stats):
+    """All classes together, each weighing the same (as G draws them): per layer (mu (1, C),
+    var (1, C)) from feature_statistics' per-class (mu, var), by E[a^2] = var + mu^2."""
+    mixed = []
+    for mu, var in stats:
+        m = mu.mean(0, keepdim=True)
+        mixed.append((m, (var + mu.square()).mean(0, keepdim=True) - m.square()))
+    return mixed
+
+
+def generator_stats_term(acts, stats, K):
+    """stats_term with each of K generators' parts of the batch (Generators' tensor_split) as one
+    group, held to the statistics of all classes together: a generator that draws one style of
+    its own in every row is far from them, though each class pooled over the K may not be."""
+    N, device = acts[0].shape[0], acts[0].device
+    owner = torch.cat([torch.full((len(part),), k, device=device)
+                       for k, part in enumerate(torch.arange(N).tensor_split(K))])
+    mixed = [(mu.expand(K, -1), var.expand(K, -1)) for mu, var in mixture_statistics(stats)]
+    return stats_term(acts, mixed, owner)
+
+
 def bn_term(bn):
     """DeepInversion's prior (Yin et al. 2020), float32: over f's batch-norm layers, the distances
     ||batch mean - running mean|| + ||batch variance - running variance|| of each layer's input."""
@@ -459,7 +480,7 @@ MARGIN = checked(lambda t: None if t == "natural" else float(t),          # None
                  lambda v: v is None or (finite(v) and v >= 0), "'natural' or a number >= 0")
 PAPER = dict(alpha=1.0, beta=1.0, gamma=1.0, robust_eps=0.0, stats=0.0, tv=0.0, bn_stats=0.0,
              mode_seeking=0.0, cos_pairs="all", view_shift=0, upsample="transposed",
-             confidence_cap=1.0)                                 # --paper
+             confidence_cap=1.0, generator_stats=0.0)            # --paper
 LENGTHS = ("full", "medium", "quick")
 
 

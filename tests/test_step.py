@@ -72,6 +72,12 @@ def test_the_colour_levers_train_the_generator_only():
     assert terms["loss"] == pytest.approx(terms["L_inv"] + terms["bn_stats"], rel=1e-5)
 
 
+def test_the_levers_against_prototypes_train_the_generator_only():
+    terms = check_one_step("svhn_inversion", **{"num-generators": 2, "generator-stats": 0.5,
+                                                "confidence-cap": 0.6})
+    assert terms["generator_stats"] > 0 and terms["stats"] > 0
+
+
 def test_bn_term_is_zero_at_the_running_statistics_and_matches_the_formula():
     torch.manual_seed(0)
     f = load_script("cifar10_inversion").Classifier(10, width=8).eval().requires_grad_(False)
@@ -167,6 +173,25 @@ def test_stats_term_is_zero_at_the_data_statistics_and_grows_away_from_them():
     assert common.stats_term(acts, stats, everyone) < 1e-3
     _, far, _ = common.activations(f.features, x * 0.2)
     assert common.stats_term(far, stats, everyone) > 0.01
+
+
+def test_generator_stats_term_holds_each_generator_to_all_classes_pooled():
+    torch.manual_seed(0)
+    mod = load_script("mnist_inversion")
+    f = mod.Classifier(10).eval().requires_grad_(False)
+    x_train, y_train = torch.rand(60, 1, 28, 28), torch.arange(60) % 10    # 6 of each class
+    stats = common.feature_statistics(f, x_train, y_train, 10)
+    pooled = common.feature_statistics(f, x_train, torch.zeros(60, dtype=torch.long), 1)
+    for (mu, var), (mu_all, var_all) in zip(common.mixture_statistics(stats), pooled):
+        assert torch.allclose(mu, mu_all, atol=1e-5) and torch.allclose(var, var_all, atol=1e-5)
+    # a batch of 10 from K = 3 generators: parts of 4, 3 and 3 images, as Generators cuts it
+    _, acts, _ = common.activations(f.features, torch.rand(10, 1, 28, 28))
+    by_hand = 0.0
+    for a, (mu_all, var_all) in zip(acts, pooled):
+        for part in (a[:4], a[4:7], a[7:]):
+            m, v = reference_moments(part)
+            by_hand += ((m - mu_all[0]).norm() + (v - var_all[0]).norm()).item() / 3
+    assert abs(common.generator_stats_term(acts, stats, 3).item() - by_hand) < 1e-4 * by_hand
 
 
 def test_per_class_statistics_match_each_class_computed_alone():
