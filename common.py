@@ -121,6 +121,11 @@ class Generators(nn.ModuleList):
         parts = zip(self, z.tensor_split(K), p.tensor_split(K), H.tensor_split(K))
         return torch.cat([G_k(z_k, p_k, H_k) for G_k, z_k, p_k, H_k in parts])
 
+    def owners(self, N, device):
+        """For a batch of N made by forward: the index k of the generator of each image."""
+        return torch.cat([torch.full((len(part),), k, device=device)
+                          for k, part in enumerate(torch.arange(N).tensor_split(len(self)))])
+
 
 def sampling_mode(G: nn.Module) -> nn.Module:
     """Batch norm on its running statistics; dropout stays on (our choice: a source of variety)."""
@@ -250,13 +255,10 @@ def mixture_statistics(stats):
     return mixed
 
 
-def generator_stats_term(acts, stats, K):
-    """stats_term with each of K generators' parts of the batch (Generators' tensor_split) as one
-    group, held to the statistics of all classes together: a generator that draws one style of
-    its own in every row is far from them, though each class pooled over the K may not be."""
-    N, device = acts[0].shape[0], acts[0].device
-    owner = torch.cat([torch.full((len(part),), k, device=device)
-                       for k, part in enumerate(torch.arange(N).tensor_split(K))])
+def generator_stats_term(acts, stats, owner, K):
+    """stats_term with each of K generators' parts of the batch (owner: Generators.owners) as
+    one group, held to the statistics of all classes together: a generator that draws one style
+    of its own in every row is far from them, though each class pooled over the K may not be."""
     mixed = [(mu.expand(K, -1), var.expand(K, -1)) for mu, var in mixture_statistics(stats)]
     return stats_term(acts, mixed, owner)
 

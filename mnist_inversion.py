@@ -304,8 +304,9 @@ def inversion_step(G, f, opt, args, stats, device):
         if args.stats > 0:                                       # f's feature statistics per class
             priors["stats"] = args.stats * common.stats_term(acts, stats, y)
         if args.generator_stats > 0:                             # each G_k: all classes
-            priors["generator_stats"] = (args.generator_stats
-                                         * common.generator_stats_term(acts, stats, len(G)))
+            owner = G.owners(N, device)                          # G_k of each image
+            priors["generator_stats"] = args.generator_stats * common.generator_stats_term(
+                acts, stats, owner, len(G))
         if args.bn_stats > 0:                                    # DeepInversion: f's batch norms
             priors["bn_stats"] = args.bn_stats * common.bn_term(bn)
         if args.tv > 0:                                          # total variation: smoothness

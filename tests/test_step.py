@@ -191,7 +191,10 @@ def test_generator_stats_term_holds_each_generator_to_all_classes_pooled():
         for part in (a[:4], a[4:7], a[7:]):
             m, v = reference_moments(part)
             by_hand += ((m - mu_all[0]).norm() + (v - var_all[0]).norm()).item() / 3
-    assert abs(common.generator_stats_term(acts, stats, 3).item() - by_hand) < 1e-4 * by_hand
+    G = common.Generators([common.Generator(width=4, latent_dim=2, hidden=2) for _ in range(3)])
+    owner = G.owners(10, torch.device("cpu"))
+    assert owner.tolist() == [0, 0, 0, 0, 1, 1, 1, 2, 2, 2]
+    assert abs(common.generator_stats_term(acts, stats, owner, 3).item() - by_hand) < 1e-4 * by_hand
 
 
 def test_per_class_statistics_match_each_class_computed_alone():
