@@ -22,6 +22,10 @@ metrics.json["inversion"], for the samples of samples.pt:
                        radius the distance to the sample's 3rd nearest sample); coverage (Naeem et
                        al. 2020, k = 5): the share of real images whose ball among the real (5th
                        nearest) holds a sample; _real: one half of the test set against the other
+  own_generator_share  with K > 1 generators: per class, the share of each sample's 3 nearest
+                       samples (judge's features) made by its own generator; _chance: the share
+                       of its class's other samples that are its own (near 1: one picture per
+                       generator and class, recall's balls inside it)
   frechet_distance     between the judge's features of the samples and of the test images;
                        _real: two halves of the test set; frechet_reference: stand-ins made of
                        training images (plain, with pixel noise, class means) at the samples' size
@@ -253,6 +257,29 @@ def variety(fake_feats, fake_labels, real_feats, real_labels, n_classes, k_max=5
             **{f"per_class_{key}": per_class[key] for key in ("recall", "coverage")}}
 
 
+def own_generator(feats, labels, K, n_classes, k=3):
+    """With K generators (sample j of each class from generator j mod K, as the scripts draw
+    samples.pt): per class, the share of each sample's k nearest other samples in the judge's
+    features that its own generator made, beside chance (the share of the class's other samples
+    that are its own).  Near 1: each generator draws one picture per class and recall's balls
+    stay inside it.  (share, chance), means over the classes with more than k samples; K = 1:
+    (None, None)."""
+    shares, chances = [], []
+    for c in range(n_classes):
+        a = feats[labels == c]
+        m = len(a)
+        if K < 2 or m <= k:
+            continue
+        owner = torch.arange(m, device=a.device) % K
+        d = distances(a, a).fill_diagonal_(float("inf"))
+        near = d.topk(k, dim=1, largest=False).indices           # (m, k), never the sample itself
+        shares.append((owner[near] == owner[:, None]).double().mean().item())
+        chances.append(((owner[:, None] == owner[None, :]).sum().item() - m) / (m * (m - 1)))
+    if not shares:
+        return None, None
+    return sum(shares) / len(shares), sum(chances) / len(chances)
+
+
 def nearest_neighbours(x, x_train, batch=256, candidates=8):
     """For each image in x: the L2 distance to its nearest training image, and that image's index.
     The matrix-product form of the distance (fast, but rounded: an image's distance to itself can
@@ -327,9 +354,9 @@ def frechet_references(judge, labels, data, real_feats, n_classes):
 
 
 @torch.no_grad()
-def inversion_metrics(images, labels, f, judge, data, n_classes, real_feats):
-    """metrics.json["inversion"] for the samples (images, labels); real_feats: the judge's
-    features of the test images."""
+def inversion_metrics(images, labels, f, judge, data, n_classes, real_feats, K=1):
+    """metrics.json["inversion"] for the samples (images, labels) of K generators; real_feats:
+    the judge's features of the test images."""
     f_prob = torch.cat([torch.softmax(f(c), 1) for c in images.split(1000)])
     j_pred = torch.cat([judge(c).argmax(1) for c in images.split(1000)])
     hit = f_prob.argmax(1) == labels
@@ -360,6 +387,8 @@ def inversion_metrics(images, labels, f, judge, data, n_classes, real_feats):
         "feature_cosine": cos["f"], "feature_cosine_real": cos["f_real"],
         "feature_cosine_judge": cos["judge"], "feature_cosine_judge_real": cos["judge_real"],
         **variety(psi, labels, real_feats, y_te, n_classes),
+        **dict(zip(("own_generator_share", "own_generator_chance"),
+                   own_generator(psi, labels, K, n_classes))),
         "frechet_distance": frechet_distance(psi, real_feats),
         "frechet_distance_real": frechet_distance(real_feats[half[0]], real_feats[half[1]]),
         "frechet_reference": frechet_references(judge, labels, data, real_feats, n_classes),
@@ -475,6 +504,9 @@ def print_summary(metrics):
             ("  real vs real reference", inv["recall_real"]),
             ("coverage, k=5 (judge features)", inv["coverage"]),
             ("  real vs real reference", inv["coverage_real"]),
+            *([("3 nearest from their own generator", inv["own_generator_share"]),
+               ("  chance", inv["own_generator_chance"])]
+              if inv.get("own_generator_share") is not None else []),
             ("Frechet distance (judge features)", inv["frechet_distance"]),
             ("  real vs real reference", inv["frechet_distance_real"]),
             *[(f"  {k.replace('_', ' ')}", v) for k, v in inv["frechet_reference"].items()],
@@ -508,7 +540,8 @@ def report(spec, out, args, data, f, f_accuracy, G, x, y, history, seconds, t_st
         parts[name], t = time.time() - t, time.time()
         return value
     real_feats = features_of(judge, data["x_test"])     # once for the samples and every margin
-    inversion = timed("metrics", inversion_metrics(x, y, f, judge, data, n, real_feats))
+    inversion = timed("metrics", inversion_metrics(x, y, f, judge, data, n, real_feats,
+                                                         len(G)))
     timed("figures", figures(spec, out, G, x, y, data, history, args.seed))
     by_margin = timed("margins", {("natural" if m is None else f"{m:g}"):
                                   margin_scores(G, f, judge, data, n, m, args.eval_per_class,

@@ -218,3 +218,33 @@ def test_the_real_image_student_is_trained_once_per_f_and_its_score_reused(tmp_p
         f[1].bias += 1.0                                         # another f: other targets
     third = run()
     assert trained[-1] == "student from training images" and not third["real_student_kept"]
+
+
+
+def loop_own_share(feats, K, k=3):
+    """For one class: the mean share of each sample's k nearest others made by its generator
+    (sample j from generator j mod K), with plain Python sorting."""
+    m = len(feats)
+    total = 0.0
+    for i in range(m):
+        others = sorted((j for j in range(m) if j != i),
+                        key=lambda j: float((feats[i] - feats[j]).norm()))
+        total += sum(j % K == i % K for j in others[:k]) / k
+    return total / m
+
+
+def test_own_generator_share_counts_neighbours_by_maker_against_chance():
+    # two generators, sample j of a class from generator j mod 2: first each generator draws one
+    # tight cluster per class (every neighbour its own), then all samples from one cloud
+    torch.manual_seed(3)
+    labels = torch.arange(2).repeat_interleave(12)
+    maker = torch.arange(12).repeat(2) % 2
+    clustered = torch.randn(24, 5) * 0.01 + maker[:, None].float() * 5 + labels[:, None] * 20
+    share, chance = measure.own_generator(clustered, labels, 2, 2)
+    assert share == 1.0 and chance == pytest.approx(5 / 11)          # 5 of 11 others its own
+    mixed = torch.randn(24, 5) + labels[:, None] * 20
+    share, _ = measure.own_generator(mixed, labels, 2, 2)
+    by_hand = [loop_own_share(mixed[labels == c], 2) for c in range(2)]
+    assert 0 < by_hand[0] < 1
+    assert share == pytest.approx(sum(by_hand) / 2)
+    assert measure.own_generator(mixed, labels, 1, 2) == (None, None)   # one generator: no share
