@@ -264,11 +264,13 @@ def own_generator(feats, labels, K, n_classes, k=3):
     that are its own).  Near 1: each generator draws one picture per class and recall's balls
     stay inside it.  (share, chance), means over the classes with more than k samples; K = 1:
     (None, None)."""
+    if K < 2:
+        return None, None
     shares, chances = [], []
     for c in range(n_classes):
         a = feats[labels == c]
         m = len(a)
-        if K < 2 or m <= k:
+        if m <= k:
             continue
         owner = torch.arange(m, device=a.device) % K
         d = distances(a, a).fill_diagonal_(float("inf"))
