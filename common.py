@@ -126,6 +126,12 @@ class Generators(nn.ModuleList):
         return torch.cat([torch.full((len(part),), k, device=device)
                           for k, part in enumerate(torch.arange(N).tensor_split(len(self)))])
 
+    def twins(self, N, device):
+        """For a batch of N made by forward: for each image, the index of the first of its twin
+        pair, two neighbours in one generator's part (the last of an odd part stands alone)."""
+        return torch.cat([part[0] + torch.arange(len(part), device=device) // 2 * 2
+                          for part in torch.arange(N, device=device).tensor_split(len(self))])
+
 
 def sampling_mode(G: nn.Module) -> nn.Module:
     """Batch norm on its running statistics; dropout stays on (our choice: a source of variety)."""
@@ -163,7 +169,7 @@ def ce_term(logits, y, cap=1.0):
 def cosine_term(phi, y=None):
     """L_cos = 1/(N(N-1)) sum_{i != j} cos(phi_i, phi_j) over the batch's features phi.  Given
     labels y (beyond the paper): over the pairs of one label only, pushing apart the pictures of
-    a row of Fig. 2."""
+    a row of Fig. 2 (any key works: with --twins, one label and one generator, a cell of it)."""
     N = phi.shape[0]
     u = F.normalize(phi.flatten(1), dim=1)
     gram = u @ u.T                                               # cos(theta_ij), diagonal 1
@@ -281,7 +287,8 @@ def check_bn_stats(f, args):
 
 def mode_seeking_term(x, z, y):
     """Mode seeking (Mao et al. 2019): 1 / (mean over pairs i != j of one label of
-    |x_i - x_j| / |z_i - z_j|), distances per element.  No host sync (CUDA graphs)."""
+    |x_i - x_j| / |z_i - z_j|), distances per element; y a label or any key (--twins: label and
+    generator).  No host sync (CUDA graphs)."""
     same = (y[:, None] == y[None, :]) & ~torch.eye(len(y), dtype=torch.bool, device=y.device)
 
     def d(a):
@@ -482,7 +489,7 @@ MARGIN = checked(lambda t: None if t == "natural" else float(t),          # None
                  lambda v: v is None or (finite(v) and v >= 0), "'natural' or a number >= 0")
 PAPER = dict(alpha=1.0, beta=1.0, gamma=1.0, robust_eps=0.0, stats=0.0, tv=0.0, bn_stats=0.0,
              mode_seeking=0.0, cos_pairs="all", view_shift=0, upsample="transposed",
-             confidence_cap=1.0, generator_stats=0.0)            # --paper
+             confidence_cap=1.0, generator_stats=0.0, twins=False)   # --paper
 LENGTHS = ("full", "medium", "quick")
 
 

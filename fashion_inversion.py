@@ -71,6 +71,7 @@ SETTINGS = {
     "tv":                      (5.0,   5.0,      0.0),
     "mode_seeking":            0.0,
     "mode_seeking_on":         "pixels",
+    "twins":                   False,
     "confidence_cap":          1.0,                               # 1: off (the paper)
     "cos_pairs":               "all",
     "view_shift":              0,                                 # f sees shifted views of x
@@ -125,6 +126,9 @@ def parse_args(argv=None):
     beyond("--confidence-cap", type=common.PROBABILITY, help="L_CE and the robust term push "
            "f's probability of y up to this, no further (1: without end, the paper's)")
     beyond("--mode-seeking-on", choices=["pixels", "features"], help="its distance: of x or phi")
+    beyond("--twins", action=argparse.BooleanOptionalAction, help="conditionings in twins, one p "
+           "and two z in one generator's part; L_cos's class pairs and mode seeking then compare "
+           "the images of one label and one generator (MSGAN's pairs)")
     beyond("--cos-pairs", choices=["all", "class"], help="L_cos over all pairs (the paper's) or "
            "the pairs of one class")
     beyond("--view-shift", type=common.SHIFT, help="f sees x shifted by up to this many pixels "
@@ -287,6 +291,11 @@ def inversion_step(G, f, opt, args, stats, device):
     N, n = args.batch_size, len(CLASSES)
     z = torch.randn(N, args.latent_dim, device=device)           # latent z ~ N(0, I)
     p, y, H = common.sample_conditioning(N, n, device)          # p = softmax(v), y = argmax p, H
+    pairs = y                                                    # L_cos, mode seeking: one label
+    if args.twins:                                               # one p, two z, one G_k's part
+        first = G.twins(N, device)                               # each image's first twin
+        p, y, H = p[first], y[first], H[first]
+        pairs = y * len(G) + G.owners(N, device)                 # one label, one generator
     with common.autocast(device, args.amp):
         x = G(z, p, H)                                           # x = G(z, p, H)   (N, C, H, W)
         # what f sees: x itself (the paper), or with --view-shift a shifted, mirrored view of it
@@ -296,7 +305,7 @@ def inversion_step(G, f, opt, args, stats, device):
         # ---- the paper: L_inv = alpha L_KL + beta L_CE + gamma L_cos (Sec. 2), robust (Sec. 3)
         L_KL = common.kl_term(logits, p)                         # sum_i P(i) log(P(i) / Q(i))
         L_CE = common.ce_term(logits, y, args.confidence_cap)    # -sum_i y_i log(y_hat_i)
-        L_cos = common.cosine_term(phi, y if args.cos_pairs == "class" else None)   # mean cos
+        L_cos = common.cosine_term(phi, pairs if args.cos_pairs == "class" else None)
         L_inv = args.alpha * L_KL + args.beta * L_CE + args.gamma * L_cos
         robust = common.robust_term(f, seen, y, args.robust_eps,  # perturbed x keeps y
                                     args.confidence_cap)
@@ -314,7 +323,7 @@ def inversion_step(G, f, opt, args, stats, device):
             priors["tv"] = args.tv * common.tv_term(x)
         if args.mode_seeking > 0:                                # other z, other pictures
             seek = x if args.mode_seeking_on == "pixels" else phi
-            priors["mode_seeking"] = args.mode_seeking * common.mode_seeking_term(seek, z, y)
+            priors["mode_seeking"] = args.mode_seeking * common.mode_seeking_term(seek, z, pairs)
         loss = sum(priors.values(), L_inv + robust)
     opt.zero_grad(set_to_none=True)
     loss.backward()                                              # f frozen: only G gets gradients

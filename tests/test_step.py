@@ -78,6 +78,42 @@ def test_the_levers_against_prototypes_train_the_generator_only():
     assert terms["generator_stats"] > 0 and terms["stats"] > 0
 
 
+def test_twins_are_neighbours_in_one_generators_part():
+    G = load_script("svhn_inversion").build_generator(
+        load_script("svhn_inversion").parse_args(["--num-generators", "2", "--width", "8"]))
+    first = G.twins(7, torch.device("cpu"))               # parts [0, 4) and [4, 7)
+    assert first.tolist() == [0, 0, 2, 2, 4, 4, 6]        # the odd part's last image alone
+    owner = G.owners(7, torch.device("cpu"))
+    assert torch.equal(owner[first], owner)               # a twin never crosses to another G_k
+
+
+def test_twins_share_p_and_mode_seeking_compares_one_label_of_one_generator(monkeypatch):
+    seen = {}
+    forward = common.Generators.forward
+
+    def recording(G, z, p, H):
+        x = forward(G, z, p, H)                           # once: dropout draws anew each call
+        seen.update(z=z, p=p, x=x.detach())
+        return x
+    monkeypatch.setattr(common.Generators, "forward", recording)
+    labels = torch.tensor([0, 5, 1, 5, 0, 5, 1, 5])       # the twins' draws: labels 0 1 | 0 1
+    monkeypatch.setattr(common, "sample_conditioning",
+                        lambda N, n, device: common.conditioning_for_labels(labels, n))
+    torch.manual_seed(0)
+    mod, args, f, stats, G, opt = make("cifar10_inversion", twins=True, **{"num-generators": 2})
+    terms = mod.inversion_step(G, f, opt, args, stats, torch.device("cpu"))
+    z, p, x = seen["z"], seen["p"], seen["x"]             # a batch of 8: parts of 4
+    assert all(torch.equal(p[i], p[i + 1]) and not torch.equal(z[i], z[i + 1])
+               for i in range(0, 8, 2))                   # one p, two z
+    y = p.argmax(1).tolist()
+    assert y == [0, 0, 1, 1, 0, 0, 1, 1]                  # each label in both generators' parts
+    ratios = [(x[i] - x[j]).abs().mean().item() / (z[i] - z[j]).abs().mean().item()
+              for i in range(8) for j in range(8)
+              if i != j and y[i] == y[j] and i // 4 == j // 4]   # one label, one generator
+    by_hand = args.mode_seeking / (sum(ratios) / len(ratios) + 1e-5)
+    assert terms["mode_seeking"].item() == pytest.approx(by_hand, rel=1e-4)
+
+
 def test_bn_term_is_zero_at_the_running_statistics_and_matches_the_formula():
     torch.manual_seed(0)
     f = load_script("cifar10_inversion").Classifier(10, width=8).eval().requires_grad_(False)
