@@ -67,7 +67,7 @@ def test_the_colour_levers_train_the_generator_only():
     terms = check_one_step("cifar10_inversion", **{"view-shift": 2, "bn-stats": 0.1,
                                                    "upsample": "resize", "robust-eps": 0,
                                                    "stats": 0, "mode-seeking": 0,
-                                                   "num-generators": 1})
+                                                   "generator-stats": 0, "num-generators": 1})
     assert terms["bn_stats"] > 0 and "stats" not in terms          # the batch-norm prior alone
     assert terms["loss"] == pytest.approx(terms["L_inv"] + terms["bn_stats"], rel=1e-5)
 
