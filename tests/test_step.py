@@ -79,8 +79,8 @@ def test_the_levers_against_prototypes_train_the_generator_only():
 
 
 def test_twins_are_neighbours_in_one_generators_part():
-    G = load_script("svhn_inversion").build_generator(
-        load_script("svhn_inversion").parse_args(["--num-generators", "2", "--width", "8"]))
+    mod = load_script("svhn_inversion")
+    G = mod.build_generator(mod.parse_args(["--num-generators", "2", "--width", "8"]))
     first = G.twins(7, torch.device("cpu"))               # parts [0, 4) and [4, 7)
     assert first.tolist() == [0, 0, 2, 2, 4, 4, 6]        # the odd part's last image alone
     owner = G.owners(7, torch.device("cpu"))
