@@ -184,11 +184,13 @@ def test_lengths_set_only_the_flags_not_given_on_the_command_line():
             == (1, 1, 2, 0, 0, 0))
     # --paper keeps the length
     assert cifar.parse_args(["--paper", "--quick"]).classifier_epochs == 2
-    # CIFAR-10's twins and generator prior: on at --medium, off with --paper or --no-twins
-    assert (cifar.parse_args(["--medium"]).twins, cifar.parse_args(["--medium"]).generator_stats
-            ) == (True, 1.0)
+    # CIFAR-10's twins, generator prior and threefold statistics prior: on at --medium, off
+    # with --paper (or --no-twins)
+    medium = cifar.parse_args(["--medium"])
+    assert (medium.twins, medium.generator_stats, medium.stats) == (True, 1.0, 3.0)
+    assert cifar.parse_args(["--quick"]).stats == 1.0
     paper = cifar.parse_args(["--paper", "--medium"])
-    assert (paper.twins, paper.generator_stats) == (False, 0.0)
+    assert (paper.twins, paper.generator_stats, paper.stats) == (False, 0.0, 0.0)
     assert cifar.parse_args(["--medium", "--no-twins"]).twins is False
 
 
