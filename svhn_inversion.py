@@ -64,13 +64,13 @@ SETTINGS = {
     "beta":                    5.0,                               # gives none
     "gamma":                   10.0,
     "robust_eps":              0.05,                              # Sec. 3, in our form
-    "stats":                   1.0,                               # beyond the paper: priors
-    "generator_stats":         0.0,
+    "stats":                   (3.0,   3.0,      1.0),            # beyond the paper: priors
+    "generator_stats":         (1.0,   1.0,      0.0),            # each G_k: all classes
     "bn_stats":                1.0,
     "tv":                      0.0,
     "mode_seeking":            1.0,
     "mode_seeking_on":         "pixels",
-    "twins":                   False,
+    "twins":                   (True,  True,     False),          # one p, two z per G_k
     "confidence_cap":          1.0,                               # 1: off (the paper)
     "cos_pairs":               "class",
     "view_shift":              2,                                 # f sees shifted views of x

@@ -184,14 +184,17 @@ def test_lengths_set_only_the_flags_not_given_on_the_command_line():
             == (1, 1, 2, 0, 0, 0))
     # --paper keeps the length
     assert cifar.parse_args(["--paper", "--quick"]).classifier_epochs == 2
-    # CIFAR-10's twins, generator prior and threefold statistics prior: on at --medium, off
-    # with --paper (or --no-twins)
-    medium = cifar.parse_args(["--medium"])
-    assert (medium.twins, medium.generator_stats, medium.stats) == (True, 1.0, 3.0)
-    assert cifar.parse_args(["--quick"]).stats == 1.0
-    paper = cifar.parse_args(["--paper", "--medium"])
-    assert (paper.twins, paper.generator_stats, paper.stats) == (False, 0.0, 0.0)
-    assert cifar.parse_args(["--medium", "--no-twins"]).twins is False
+    # the colour datasets' twins, generator prior and threefold statistics prior: on at full
+    # length and --medium, off at --quick and with --paper (or --no-twins)
+    for colour in (cifar, load_script("svhn_inversion")):
+        for length in ([], ["--medium"]):
+            args = colour.parse_args(length)
+            assert (args.twins, args.generator_stats, args.stats) == (True, 1.0, 3.0), length
+        quick = colour.parse_args(["--quick"])
+        assert (quick.twins, quick.generator_stats, quick.stats) == (False, 0.0, 1.0)
+        paper = colour.parse_args(["--paper", "--medium"])
+        assert (paper.twins, paper.generator_stats, paper.stats) == (False, 0.0, 0.0)
+        assert colour.parse_args(["--medium", "--no-twins"]).twins is False
 
 
 def test_every_script_takes_the_same_flags_and_every_flag_has_a_value(script):
