@@ -32,6 +32,9 @@ metrics.json["inversion"], for the samples of samples.pt:
   nn_distance          mean L2 pixel distance of a sample to its nearest training image
   pieces               grey images: 8-connected pieces above 0.5 per image, the share in one
                        piece, specks (pieces of at most 3 pixels); samples and real test images
+  ripple               mean |second difference| of neighbouring pixels down each column and
+                       along each row; samples and real test images: stripes across an image
+                       raise "down" above the real images' (checkerboards raise both)
 metrics.json["inversion_by_margin"]: target, judge, diversity, recall and coverage at several
 arg-max margins (the margin trades the judge's accuracy against variety).
 metrics.json["distillation"]: data-free distillation, how the field scores a generator trained
@@ -308,17 +311,36 @@ def pieces(images, threshold=0.5):
     return torch.tensor(counts, dtype=torch.float), torch.tensor(specks, dtype=torch.float)
 
 
+def real_like(labels, data):
+    """As many real test images of each label as there are samples of it."""
+    return torch.cat([data["x_test"][data["y_test"] == c][:int((labels == c).sum())]
+                      for c in labels.unique()])
+
+
 def strokes(images, labels, data):
     """metrics.json["inversion"]["pieces"] for grey images: the samples' mean number of pieces,
     share in one piece, mean specks; the same for as many real test images of each label."""
-    real = torch.cat([data["x_test"][data["y_test"] == c][:int((labels == c).sum())]
-                      for c in labels.unique()])
+    real = real_like(labels, data)
     out = {}
     for name, x in (("samples", images), ("real", real)):
         count, speck = pieces(x)
         out.update({f"{name}_pieces": count.mean().item(),
                     f"{name}_one_piece": (count == 1).float().mean().item(),
                     f"{name}_specks": speck.mean().item()})
+    return out
+
+
+def ripple(images, labels, data):
+    """metrics.json["inversion"]["ripple"]: the mean |x[i+1] - 2 x[i] + x[i-1]| of neighbouring
+    pixels down each column and along each row, for the samples and as many real test images of
+    each label."""
+    real = real_like(labels, data)
+
+    def second(x, dim):                                  # |x[i+1] - 2 x[i] + x[i-1]| along dim
+        return x.float().diff(n=2, dim=dim).abs().mean().item()
+    out = {}
+    for name, x in (("samples", images), ("real", real)):
+        out.update({f"{name}_down": second(x, -2), f"{name}_across": second(x, -1)})
     return out
 
 
@@ -396,6 +418,7 @@ def inversion_metrics(images, labels, f, judge, data, n_classes, real_feats, K=1
         "frechet_reference": frechet_references(judge, labels, data, real_feats, n_classes),
         "nn_distance": nearest_neighbours(images, data["x_train"])[0].mean().item(),
         **({"pieces": strokes(images, labels, data)} if images.shape[1] == 1 else {}),
+        "ripple": ripple(images, labels, data),
     }
 
 
@@ -514,6 +537,7 @@ def print_summary(metrics):
             *[(f"  {k.replace('_', ' ')}", v) for k, v in inv["frechet_reference"].items()],
             ("nn distance to training images", inv["nn_distance"]),
             *[(f"pieces: {k.replace('_', ' ')}", v) for k, v in inv.get("pieces", {}).items()],
+            *[(f"ripple: {k.replace('_', ' ')}", v) for k, v in inv.get("ripple", {}).items()],
             *[(f"distillation {k.replace('_', ' ')}", v) for k, v in metrics["distillation"].items()
               if k.startswith("from")],
             ("seconds, total", metrics["seconds"]["total"])]

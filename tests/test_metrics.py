@@ -125,6 +125,26 @@ def test_pieces_count_connected_parts_and_specks():
     assert count.tolist() == [1, 2, 1] and specks.tolist() == [0, 1, 1]
 
 
+def test_ripple_is_the_mean_second_difference_and_sees_stripes_across_an_image():
+    torch.manual_seed(0)
+    smooth = torch.rand(4, 1, 1, 1) * torch.linspace(0, 1, 6).expand(4, 1, 6, 6)   # ramps
+    striped = smooth.clone()
+    striped[..., 1::2, :] += 0.5                         # every other row brighter
+    labels = torch.tensor([0, 1, 0, 1])
+    data = {"x_test": torch.rand(10, 1, 6, 6), "y_test": torch.arange(10) % 2}
+    out = measure.ripple(striped, labels, data)
+    # by hand: each interior pixel's |x[i+1] - 2 x[i] + x[i-1]|, averaged
+    x = data["x_test"][[0, 2, 1, 3]]                     # two of each label, as the samples
+    down = sum(abs(float(x[n, 0, i + 1, j] - 2 * x[n, 0, i, j] + x[n, 0, i - 1, j]))
+               for n in range(4) for i in range(1, 5) for j in range(6)) / (4 * 4 * 6)
+    across = sum(abs(float(x[n, 0, i, j + 1] - 2 * x[n, 0, i, j] + x[n, 0, i, j - 1]))
+                 for n in range(4) for i in range(6) for j in range(1, 5)) / (4 * 6 * 4)
+    assert abs(out["real_down"] - down) < 1e-6 and abs(out["real_across"] - across) < 1e-6
+    # a ramp has no second difference; the stripes add 1.0 down each column, nothing across
+    assert measure.ripple(smooth, labels, data)["samples_down"] < 1e-6
+    assert abs(out["samples_down"] - 1.0) < 1e-5 and out["samples_across"] < 1e-6
+
+
 def loop_recall_and_coverage(real, fake, k_recall=3, k_coverage=5):
     """The definitions, one point at a time, with plain Python distances."""
     def dist(a, b):
