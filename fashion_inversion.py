@@ -60,20 +60,20 @@ SETTINGS = {
     "batch_size":              (256,   128,      64),             # G's batch N
     "width":                   (128,   128,      64),             # G's channels after stage 1
     "stage1_dropout":          0.0,
-    "num_generators":          1,
+    "num_generators":          (10,    10,       1),              # Fig. 2: a generator per column
     "alpha":                   1.0,                               # L_inv's weights: the paper
     "beta":                    5.0,                               # gives none
-    "gamma":                   1.0,
+    "gamma":                   (10.0,  10.0,     1.0),
     "robust_eps":              0.05,                              # Sec. 3, in our form
-    "stats":                   1.0,                               # beyond the paper: priors
-    "generator_stats":         0.0,
+    "stats":                   (10.0,  10.0,     1.0),            # beyond the paper: priors
+    "generator_stats":         (1.0,   1.0,      0.0),            # each G_k: all classes
     "bn_stats":                0.0,                               # (f has no batch norm)
-    "tv":                      (5.0,   5.0,      0.0),
-    "mode_seeking":            0.0,
+    "tv":                      (15.0,  15.0,     0.0),            # against stripes
+    "mode_seeking":            (1.0,   1.0,      0.0),
     "mode_seeking_on":         "pixels",
-    "twins":                   False,
+    "twins":                   (True,  True,     False),          # one p, two z per G_k
     "confidence_cap":          1.0,                               # 1: off (the paper)
-    "cos_pairs":               "all",
+    "cos_pairs":               ("class", "class", "all"),
     "view_shift":              0,                                 # f sees shifted views of x
     "upsample":                "transposed",
     "log_every":               (100,   100,      50),

@@ -160,7 +160,7 @@ def test_command_line_run_as_a_user_would(tmp_path):
 
 def test_lengths_set_only_the_flags_not_given_on_the_command_line():
     fashion = load_script("fashion_inversion")
-    assert fashion.parse_args([]).tv == 5.0                   # Fashion-MNIST: TV at full length
+    assert fashion.parse_args([]).tv == 15.0                  # Fashion-MNIST: TV at full length
     assert fashion.parse_args(["--quick"]).tv == 0.0          # ... and not in --quick
     assert fashion.parse_args(["--quick", "--tv", "5"]).tv == 5.0   # given equal to the default
     args = fashion.parse_args(["--quick", "--batch-size", "256", "--augment"])
@@ -195,6 +195,19 @@ def test_lengths_set_only_the_flags_not_given_on_the_command_line():
         paper = colour.parse_args(["--paper", "--medium"])
         assert (paper.twins, paper.generator_stats, paper.stats) == (False, 0.0, 0.0)
         assert colour.parse_args(["--medium", "--no-twins"]).twins is False
+    # Fashion-MNIST: the same recipe with a tenfold statistics prior and --tv 15, at full length
+    # and --medium; --quick keeps one generator and none of it
+    recipe = ("num_generators", "twins", "generator_stats", "stats", "tv", "mode_seeking",
+              "cos_pairs", "gamma")
+    for length in ([], ["--medium"]):
+        args = fashion.parse_args(length)
+        assert tuple(getattr(args, k) for k in recipe) == (10, True, 1.0, 10.0, 15.0, 1.0,
+                                                           "class", 10.0), length
+    quick = fashion.parse_args(["--quick"])
+    assert tuple(getattr(quick, k) for k in recipe) == (1, False, 0.0, 1.0, 0.0, 0.0, "all", 1.0)
+    paper = fashion.parse_args(["--paper", "--medium"])
+    assert ((paper.twins, paper.generator_stats, paper.stats, paper.cos_pairs)
+            == (False, 0, 0, "all"))
 
 
 def test_every_script_takes_the_same_flags_and_every_flag_has_a_value(script):

@@ -48,7 +48,7 @@ def check_one_step(script_name, **overrides):
 
 
 def test_one_step_trains_the_generator_only_28px():
-    terms = check_one_step("fashion_inversion", paper=True)
+    terms = check_one_step("fashion_inversion", paper=True, **{"num-generators": 4})
     assert terms["robust"] == 0 and terms["loss"] == terms["L_inv"]       # --paper: L_inv alone
     assert set(terms) == {"loss", "L_inv", "L_KL", "L_CE", "L_cos", "robust", "f(x)=y"}
 
