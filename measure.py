@@ -317,10 +317,9 @@ def real_like(labels, data):
                       for c in labels.unique()])
 
 
-def strokes(images, labels, data):
+def strokes(images, real):
     """metrics.json["inversion"]["pieces"] for grey images: the samples' mean number of pieces,
-    share in one piece, mean specks; the same for as many real test images of each label."""
-    real = real_like(labels, data)
+    share in one piece, mean specks; the same for the real test images `real` (real_like)."""
     out = {}
     for name, x in (("samples", images), ("real", real)):
         count, speck = pieces(x)
@@ -330,12 +329,10 @@ def strokes(images, labels, data):
     return out
 
 
-def ripple(images, labels, data):
+def ripple(images, real):
     """metrics.json["inversion"]["ripple"]: the mean |x[i+1] - 2 x[i] + x[i-1]| of neighbouring
-    pixels down each column and along each row, for the samples and as many real test images of
-    each label."""
-    real = real_like(labels, data)
-
+    pixels down each column and along each row, for the samples and the real test images `real`
+    (real_like)."""
     def second(x, dim):                                  # |x[i+1] - 2 x[i] + x[i-1]| along dim
         return x.float().diff(n=2, dim=dim).abs().mean().item()
     out = {}
@@ -398,6 +395,7 @@ def inversion_metrics(images, labels, f, judge, data, n_classes, real_feats, K=1
     cos = {key: sum(v) / n_classes for key, v in cosines.items()}
     order = torch.randperm(len(real_feats), device=real_feats.device)
     half = order.split((len(real_feats) + 1) // 2)
+    matched = real_like(labels, data)                    # as many real images of each label
     return {
         "target_accuracy": hit.float().mean().item(),
         "per_class_target_accuracy": [hit[labels == c].float().mean().item()
@@ -417,8 +415,8 @@ def inversion_metrics(images, labels, f, judge, data, n_classes, real_feats, K=1
         "frechet_distance_real": frechet_distance(real_feats[half[0]], real_feats[half[1]]),
         "frechet_reference": frechet_references(judge, labels, data, real_feats, n_classes),
         "nn_distance": nearest_neighbours(images, data["x_train"])[0].mean().item(),
-        **({"pieces": strokes(images, labels, data)} if images.shape[1] == 1 else {}),
-        "ripple": ripple(images, labels, data),
+        **({"pieces": strokes(images, matched)} if images.shape[1] == 1 else {}),
+        "ripple": ripple(images, matched),
     }
 
 

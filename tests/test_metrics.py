@@ -132,7 +132,7 @@ def test_ripple_is_the_mean_second_difference_and_sees_stripes_across_an_image()
     striped[..., 1::2, :] += 0.5                         # every other row brighter
     labels = torch.tensor([0, 1, 0, 1])
     data = {"x_test": torch.rand(10, 1, 6, 6), "y_test": torch.arange(10) % 2}
-    out = measure.ripple(striped, labels, data)
+    out = measure.ripple(striped, measure.real_like(labels, data))
     # by hand: each interior pixel's |x[i+1] - 2 x[i] + x[i-1]|, averaged
     x = data["x_test"][[0, 2, 1, 3]]                     # two of each label, as the samples
     down = sum(abs(float(x[n, 0, i + 1, j] - 2 * x[n, 0, i, j] + x[n, 0, i - 1, j]))
@@ -141,7 +141,7 @@ def test_ripple_is_the_mean_second_difference_and_sees_stripes_across_an_image()
                  for n in range(4) for i in range(6) for j in range(1, 5)) / (4 * 6 * 4)
     assert abs(out["real_down"] - down) < 1e-6 and abs(out["real_across"] - across) < 1e-6
     # a ramp has no second difference; the stripes add 1.0 down each column, nothing across
-    assert measure.ripple(smooth, labels, data)["samples_down"] < 1e-6
+    assert measure.ripple(smooth, measure.real_like(labels, data))["samples_down"] < 1e-6
     assert abs(out["samples_down"] - 1.0) < 1e-5 and out["samples_across"] < 1e-6
 
 
