@@ -22,21 +22,33 @@ metrics.json["inversion"], for the samples of samples.pt:
                        radius the distance to the sample's 3rd nearest sample); coverage (Naeem et
                        al. 2020, k = 5): the share of real images whose ball among the real (5th
                        nearest) holds a sample; _real: one half of the test set against the other
+  precision, density   fidelity, read beside them and measured the same way: precision
+                       (Kynkaanniemi et al. 2019, k = 3): the share of samples inside some real
+                       image's ball among the real (3rd nearest); density (Naeem et al. 2020,
+                       k = 5): per sample, how many real images' balls (5th nearest) it lies in,
+                       over 5, averaged (about 1 for samples drawn as the real are, more where
+                       they crowd); _real: as for recall
   own_generator_share  with K > 1 generators: per class, the share of each sample's 3 nearest
                        samples (judge's features) made by its own generator; _chance: the share
                        of its class's other samples that are its own (near 1: one picture per
                        generator and class, recall's balls inside it)
-  frechet_distance     between the judge's features of the samples and of the test images;
-                       _real: two halves of the test set; frechet_reference: stand-ins made of
-                       training images (plain, with pixel noise, class means) at the samples' size
+  frechet_distance     between the judge's features of the samples and of half of the test images
+                       (every label halved, at random from SEED); _real: as many test images of
+                       each label as there are samples, from the other half, against the same half
+                       (the floor at the samples' size); frechet_reference: stand-ins made of
+                       training images (plain, with pixel noise, class means) at the samples' size,
+                       against the same half
   nn_distance          mean L2 pixel distance of a sample to its nearest training image
   pieces               grey images: 8-connected pieces above 0.5 per image, the share in one
                        piece, specks (pieces of at most 3 pixels); samples and real test images
   ripple               mean |second difference| of neighbouring pixels down each column and
                        along each row; samples and real test images: stripes across an image
                        raise "down" above the real images' (checkerboards raise both)
-metrics.json["inversion_by_margin"]: target, judge, diversity, recall and coverage at several
-arg-max margins (the margin trades the judge's accuracy against variety).
+metrics.json["inversion_by_margin"]: target, judge, diversity, recall, precision, coverage and
+density at several arg-max margins (the margin trades the judge's accuracy against variety), each
+margin on fresh samples drawn from the same seed.
+Every random draw in measuring starts from SEED, so measuring the same samples twice gives the
+same numbers.
 metrics.json["distillation"]: data-free distillation, how the field scores a generator trained
 against a frozen classifier: a fresh student (the judge's architecture) trained only on G's
 samples to match f's outputs, tested on the real test images; beside it the same student, same
@@ -60,6 +72,7 @@ import common
 SCRIPTS = {"MNIST": "mnist_inversion", "FashionMNIST": "fashion_inversion",
            "SVHN": "svhn_inversion", "CIFAR10": "cifar10_inversion"}
 MARGINS = (None, 0.5, 1.0, 2.0, 4.0)              # inversion_by_margin; None: the draw's own margin
+SEED = 0                                          # every random draw in measuring starts from it
 
 
 # ==== The judge, and training a classifier for measuring =========================================
@@ -236,28 +249,45 @@ def coverage(real, fake, k=5):
     return (distances(real, fake).min(1).values <= knn_radius(real, k)).double().mean().item()
 
 
+def precision(real, fake, k=3):
+    """Kynkaanniemi et al. 2019: the share of fake points inside some real point's ball, its
+    radius that real point's distance to its k-th nearest real neighbour.  Samples off the real
+    data (blurred, fooling, too spread) score low however varied they are."""
+    return (distances(fake, real) <= knn_radius(real, k)[None, :]).any(1).double().mean().item()
+
+
+def density(real, fake, k=5):
+    """Naeem et al. 2020: (1 / (k M)) sum_j sum_i 1[fake_j inside real_i's ball] over the M fake
+    points, the ball's radius real_i's distance to its k-th nearest real neighbour.  About 1 for
+    fakes drawn as the real are; a real outlier's wide ball adds only 1/k for a fake inside it,
+    where in precision it would make that fake count in full."""
+    inside = distances(fake, real) <= knn_radius(real, k)[None, :]
+    return inside.double().sum(1).mean().item() / k
+
+
 def variety(fake_feats, fake_labels, real_feats, real_labels, n_classes, k_max=5):
-    """Recall and coverage per class in the judge's features, samples against as many real test
-    images; beside each, one half of the test set against the other (interleaved halves: a test
-    set may be sorted by class), at the same size m, the fewest of the three.  A class with
-    m <= 5 (too few for the balls) is None; the means are over the classes measured."""
+    """Recall, precision, coverage and density per class in the judge's features, samples against
+    as many real test images (one half of the test set); beside each (_real) the other half
+    against it (interleaved halves: a test set may be sorted by class), at the same size m, the
+    fewest of the three.  A class with m <= 5 (too few for the balls) is None; the means are over
+    the classes measured.  No random draw."""
     A, B = (real_feats[0::2], real_labels[0::2]), (real_feats[1::2], real_labels[1::2])
-    keys = ("recall", "recall_real", "coverage", "coverage_real")
-    per_class = {key: [] for key in keys}
+    measures = {"recall": recall, "precision": precision, "coverage": coverage,
+                "density": density}
+    per_class = {key: [] for name in measures for key in (name, f"{name}_real")}
     for c in range(n_classes):
         fake, a, b = fake_feats[fake_labels == c], A[0][A[1] == c], B[0][B[1] == c]
         m = min(len(fake), len(a), len(b))
         fake, a, b = fake[:m], a[:m], b[:m]
-        scores = ((recall(a, fake), recall(a, b), coverage(a, fake), coverage(a, b)) if m > k_max
-                  else (None,) * 4)
-        for key, score in zip(keys, scores):
-            per_class[key].append(score)
+        for name, measured in measures.items():
+            per_class[name].append(measured(a, fake) if m > k_max else None)
+            per_class[f"{name}_real"].append(measured(a, b) if m > k_max else None)
 
     def mean(values):
         values = [v for v in values if v is not None]
         return sum(values) / len(values) if values else None
     return {**{key: mean(v) for key, v in per_class.items()},
-            **{f"per_class_{key}": per_class[key] for key in ("recall", "coverage")}}
+            **{f"per_class_{key}": per_class[key] for key in measures}}
 
 
 def own_generator(feats, labels, K, n_classes, k=3):
@@ -347,31 +377,77 @@ def features_of(model, x, batch=1000):
     return torch.cat([model.features(chunk).flatten(1).float() for chunk in x.split(batch)])
 
 
+def seeded():
+    """A CPU random generator at SEED: each random draw in measuring starts from one, so the same
+    samples measured twice give the same numbers, whatever the global random state."""
+    return torch.Generator().manual_seed(SEED)
+
+
+def matching(labels, pool_labels, generator):
+    """Indices into a pool (pool_labels), in the order of labels: for each label as many of the
+    pool's items of that label as there are labels of it, drawn at random without replacement
+    (drawn again only where the pool holds fewer); every label must be in the pool."""
+    labels, pool_labels = labels.cpu(), pool_labels.cpu()
+    idx = torch.empty(len(labels), dtype=torch.long)
+    for c in labels.unique().tolist():
+        where, count = torch.nonzero(pool_labels == c)[:, 0], int((labels == c).sum())
+        chosen = (torch.randperm(len(where), generator=generator)[:count] if count <= len(where)
+                  else torch.randint(len(where), (count,), generator=generator))  # a small pool
+        idx[labels == c] = where[chosen]
+    return idx
+
+
 def stand_in_images(data, labels, n_classes, noise=(0.05, 0.1)):
     """Stand-ins for samples with these labels, made of real training images, in the labels'
-    order: a random training image of each label (drawn again only if the label has fewer
-    training images than samples), the same with Gaussian pixel noise of each std in noise
-    (clipped to [0, 1]), and each label's mean training image."""
-    x_tr, y_tr = data["x_train"], data["y_train"]
-    real = torch.empty(len(labels), *x_tr.shape[1:], device=x_tr.device)
-    for c in range(n_classes):
-        idx, count = torch.nonzero(y_tr == c)[:, 0], int((labels == c).sum())
-        chosen = (torch.randperm(len(idx), device=idx.device)[:count] if count <= len(idx)
-                  else torch.randint(len(idx), (count,), device=idx.device))   # a small subset
-        real[labels == c] = x_tr[idx[chosen]]
+    order: a random training image of each label (matching: drawn again only if the label has
+    fewer training images than samples), the same with Gaussian pixel noise of each std in noise
+    (clipped to [0, 1]), and each label's mean training image.  Drawn from seeded()."""
+    x_tr, y_tr, draw = data["x_train"], data["y_train"], seeded()
+    real = x_tr[matching(labels, y_tr, draw).to(x_tr.device)]
     means = torch.stack([x_tr[y_tr == c].mean(0) for c in range(n_classes)])
+
+    def noisy(s):
+        return (real + s * torch.randn(real.shape, generator=draw).to(real.device)).clamp(0, 1)
     return {"training_images": real,
-            **{f"training_images_noise_{s:g}": (real + s * torch.randn_like(real)).clamp(0, 1)
-               for s in noise},
+            **{f"training_images_noise_{s:g}": noisy(s) for s in noise},
             "class_mean_images": means[labels]}
 
 
 @torch.no_grad()
 def frechet_references(judge, labels, data, real_feats, n_classes):
-    """Fréchet distances of stand_in_images: the floor at this sample size, how far an almost
-    invisible change moves the number, and a collapsed generator (class means)."""
+    """Fréchet distances of stand_in_images to real_feats: the floor at this sample size, how far
+    an almost invisible change moves the number, and a collapsed generator (class means)."""
     return {name: frechet_distance(features_of(judge, x), real_feats)
             for name, x in stand_in_images(data, labels, n_classes).items()}
+
+
+def halves(labels, generator):
+    """Two disjoint index sets of a labelled set, each with half of every label's items (the first
+    one more of an odd count), drawn at random: a set sorted or cycled by label splits evenly."""
+    first, second = [], []
+    for c in labels.unique().tolist():
+        where = torch.nonzero(labels.cpu() == c)[:, 0]
+        where = where[torch.randperm(len(where), generator=generator)]
+        first.append(where[0::2])
+        second.append(where[1::2])
+    return torch.cat(first), torch.cat(second)
+
+
+def frechet_scores(psi, labels, judge, data, real_feats, n_classes):
+    """frechet_distance of the samples' judge features psi, and its references at the samples'
+    size, all against one real set: half of the test images, every label halved (halves).
+    frechet_distance_real: as many test images of each label as there are samples of it, from
+    the other half, against that set, like for like: the same size, label mix and real set as the
+    samples (the estimate's bias grows as the sets shrink: two halves of 5,000 read far below
+    the floor of 1,000 samples).  frechet_reference: stand_in_images against it too.  The halves
+    and the draw from the other half come from seeded()."""
+    draw, y_te = seeded(), data["y_test"].cpu()
+    part, pool = halves(y_te, draw)
+    like = pool[matching(labels, y_te[pool], draw)]
+    against = real_feats[part.to(real_feats.device)]
+    return {"frechet_distance": frechet_distance(psi, against),
+            "frechet_distance_real": frechet_distance(real_feats[like.to(psi.device)], against),
+            "frechet_reference": frechet_references(judge, labels, data, against, n_classes)}
 
 
 @torch.no_grad()
@@ -393,8 +469,6 @@ def inversion_metrics(images, labels, f, judge, data, n_classes, real_feats, K=1
         cosines["judge"].append(mean_pairwise_cosine(psi[labels == c]))
         cosines["judge_real"].append(mean_pairwise_cosine(real_feats[y_te == c][:len(real)]))
     cos = {key: sum(v) / n_classes for key, v in cosines.items()}
-    order = torch.randperm(len(real_feats), device=real_feats.device)
-    half = order.split((len(real_feats) + 1) // 2)
     matched = real_like(labels, data)                    # as many real images of each label
     return {
         "target_accuracy": hit.float().mean().item(),
@@ -411,9 +485,7 @@ def inversion_metrics(images, labels, f, judge, data, n_classes, real_feats, K=1
         **variety(psi, labels, real_feats, y_te, n_classes),
         **dict(zip(("own_generator_share", "own_generator_chance"),
                    own_generator(psi, labels, K, n_classes))),
-        "frechet_distance": frechet_distance(psi, real_feats),
-        "frechet_distance_real": frechet_distance(real_feats[half[0]], real_feats[half[1]]),
-        "frechet_reference": frechet_references(judge, labels, data, real_feats, n_classes),
+        **frechet_scores(psi, labels, judge, data, real_feats, n_classes),
         "nn_distance": nearest_neighbours(images, data["x_train"])[0].mean().item(),
         **({"pieces": strokes(images, matched)} if images.shape[1] == 1 else {}),
         "ripple": ripple(images, matched),
@@ -422,11 +494,14 @@ def inversion_metrics(images, labels, f, judge, data, n_classes, real_feats, K=1
 
 @torch.no_grad()
 def margin_scores(G, f, judge, data, n, margin, per_class, real_feats):
-    """Target and judge accuracy, diversity ratio, recall and coverage of fresh samples at one
-    arg-max margin (the margin trades the judge's accuracy against variety); real_feats: the
-    judge's features of the test images, computed once for all margins."""
+    """Target and judge accuracy, diversity ratio, recall, precision, coverage and density of
+    fresh samples at one arg-max margin (the margin trades the judge's accuracy against variety),
+    drawn from SEED (the same noise at every margin; the global random state is left as it was);
+    real_feats: the judge's features of the test images, computed once for all margins."""
     y = torch.arange(n, device=data["x_train"].device).repeat_interleave(per_class)
-    x = common.generate(common.sampling_mode(G), y, n, margin)
+    with torch.random.fork_rng():
+        torch.manual_seed(SEED)
+        x = common.generate(common.sampling_mode(G), y, n, margin)
     div = []
     for c in range(n):
         real_d = mean_pairwise_distance(data["x_test"][data["y_test"] == c][:per_class])
@@ -434,7 +509,8 @@ def margin_scores(G, f, judge, data, n, margin, per_class, real_feats):
     v = variety(features_of(judge, x), y, real_feats, data["y_test"], n)
     return {"target_accuracy": (f(x).argmax(1) == y).float().mean().item(),
             "judge_accuracy": (judge(x).argmax(1) == y).float().mean().item(),
-            "diversity_ratio": sum(div) / n, "recall": v["recall"], "coverage": v["coverage"]}
+            "diversity_ratio": sum(div) / n,
+            **{key: v[key] for key in ("recall", "precision", "coverage", "density")}}
 
 
 # ==== Figures ====================================================================================
@@ -511,6 +587,15 @@ def figures(spec, out, G, x, y, data, history, seed):
 
 
 # ==== The report =================================================================================
+def paired(inv, variety_key, fidelity_key):
+    """One summary line: a variety measure beside the fidelity measure read with it, each with
+    its real-vs-real reference, e.g. "0.2350  real 0.7010  |  precision 0.9120  real 0.7020"."""
+    def shown(key):
+        return "     -" if inv.get(key) is None else f"{inv[key]:.4f}"
+    return (f"{shown(variety_key):>10}  real {shown(variety_key + '_real')}  |  "
+            f"{fidelity_key} {shown(fidelity_key)}  real {shown(fidelity_key + '_real')}")
+
+
 def print_summary(metrics):
     inv = metrics["inversion"]
     rows = [("classifier f test accuracy", metrics["classifier"]["test_accuracy"]),
@@ -523,10 +608,8 @@ def print_summary(metrics):
             ("  real test images", inv["feature_cosine_real"]),
             ("feature cosine within class (judge)", inv["feature_cosine_judge"]),
             ("  real test images", inv["feature_cosine_judge_real"]),
-            ("recall, k=3 (judge features)", inv["recall"]),
-            ("  real vs real reference", inv["recall_real"]),
-            ("coverage, k=5 (judge features)", inv["coverage"]),
-            ("  real vs real reference", inv["coverage_real"]),
+            ("judge features: recall, k=3", paired(inv, "recall", "precision")),
+            ("judge features: coverage, k=5", paired(inv, "coverage", "density")),
             *([("3 nearest from their own generator", inv["own_generator_share"]),
                ("  chance", inv["own_generator_chance"])]
               if inv.get("own_generator_share") is not None else []),
@@ -539,16 +622,19 @@ def print_summary(metrics):
             *[(f"distillation {k.replace('_', ' ')}", v) for k, v in metrics["distillation"].items()
               if k.startswith("from")],
             ("seconds, total", metrics["seconds"]["total"])]
-    print(f"\nsummary (samples at margin {metrics['config']['margin'] or 'natural'})")
+    margin = metrics["config"]["margin"]                  # None: natural; 0 is a margin
+    print(f"\nsummary (samples at margin {'natural' if margin is None else margin})")
     for name, value in rows:
-        shown = "  not measured (too few samples)" if value is None else f"{value:10.4f}"
+        shown = ("  not measured (too few samples)" if value is None
+                 else value if isinstance(value, str) else f"{value:10.4f}")
         print(f"  {name:<36} {shown}")
-    print(f"  {'by sampling margin':<24} {'target':>8} {'judge':>8} {'diversity':>10} "
-          f"{'recall':>8} {'coverage':>9}")
+    columns = {"target": "target_accuracy", "judge": "judge_accuracy",
+               "diversity": "diversity_ratio", "recall": "recall", "precision": "precision",
+               "coverage": "coverage", "density": "density"}
+    print(f"  {'by sampling margin':<24} " + " ".join(f"{name:>9}" for name in columns))
     for m, r in metrics["inversion_by_margin"].items():
-        scores = [r["target_accuracy"], r["judge_accuracy"], r["diversity_ratio"], r["recall"],
-                  r["coverage"]]
-        print(f"    {m:<22} " + " ".join("       -" if v is None else f"{v:8.3f}" for v in scores))
+        print(f"    {m:<22} " + " ".join("        -" if r.get(key) is None else f"{r[key]:9.3f}"
+                                       for key in columns.values()))
 
 
 def report(spec, out, args, data, f, f_accuracy, G, x, y, history, seconds, t_start):

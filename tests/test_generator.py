@@ -51,11 +51,34 @@ def test_sampling_mode_keeps_dropout_on_and_batch_norm_fixed():
 
 
 def test_generate_conditions_on_the_asked_labels():
+    # each generator is handed p with arg-max y (at the asked margin) and H = hot_matrix(y) for
+    # the images it makes (image i by generator i mod K), and other labels give other images
     torch.manual_seed(0)
-    G = common.Generators([common.Generator(latent_dim=8, hidden=8, width=16)])
-    y = torch.arange(10).repeat(3)
-    x = common.generate(common.sampling_mode(G), y, 10)
-    assert x.shape == (30, 1, 28, 28)
+    G = common.Generators([common.Generator(latent_dim=8, hidden=8, width=16, dropout=0.0)
+                           for _ in range(2)]).eval()
+    seen = []
+    for G_k in G:
+        def spy(z, p, H, forward=G_k.forward):
+            seen.append((p, H))
+            return forward(z, p, H)
+        G_k.forward = spy
+    y = torch.tensor([3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5, 8, 9, 7, 9, 0])
+    asked = torch.cat([y[0::2], y[1::2]])                # in the order the generators see them
+    for margin in (None, 2.0):
+        seen.clear()
+        x = common.generate(G, y, 10, margin)
+        p, H = torch.cat([p for p, _ in seen]), torch.cat([H for _, H in seen])
+        assert x.shape == (16, 1, 28, 28)
+        assert torch.equal(p.argmax(1), asked) and torch.equal(H, common.hot_matrix(asked, 10))
+    top2 = p.log().topk(2, dim=1).values                 # log p_y - log p_j = v_y - v_j
+    assert torch.allclose(top2[:, 0] - top2[:, 1], torch.full((16,), 2.0), atol=1e-4)
+    torch.manual_seed(1)
+    x = common.generate(G, y, 10, 2.0)
+    torch.manual_seed(1)
+    other = common.generate(G, (y + 1) % 10, 10, 2.0)   # the same noise, other labels
+    torch.manual_seed(1)
+    assert torch.equal(x, common.generate(G, y, 10, 2.0))
+    assert (x - other).abs().flatten(1).amax(1).min() > 1e-3   # every image changes
 
 
 def test_k_generators_each_make_their_part_of_the_batch():
