@@ -5,6 +5,7 @@ Convolutional Neural Nets" (read it beside this file).
     python cifar10_inversion.py --quick         # a few minutes on a laptop CPU
     python cifar10_inversion.py --medium        # 45 minutes on a laptop CPU: the best it buys
     python cifar10_inversion.py --paper         # the paper's loss alone, nothing beyond it
+    python cifar10_inversion.py --data-free     # G learns from f alone (no prior reads the data)
     python cifar10_inversion.py --fake-data --dry-run      # smoke test: no data, seconds
 
 The file follows the paper, top to bottom:
@@ -52,31 +53,34 @@ FLIP = True                                                      # a mirrored ph
 # The other flags' defaults are in parse_args below; a run prints every value it runs with.
 SETTINGS = {
     #                          full    --medium  --quick
+    # -- what the paper leaves open: our choices (docs/choices.md) ---------------------------------
     "classifier_epochs":       (30,    10,       2),
     "classifier_batch_size":   (512,   256,      128),
     "classifier_width":        (64,    32,       24),             # f's first convolution
     "augment":                 (True,  True,     False),          # f trains on shifts and flips
-    "train_subset":            (0,     0,        15000),          # 0: every training image
     "generator_steps":         (3000,  1500,     400),
     "batch_size":              (256,   64,       32),             # G's batch N
     "width":                   (128,   128,      64),             # G's channels after stage 1
     "stage1_dropout":          0.0,
     "num_generators":          (10,    10,       1),              # Fig. 2: a generator per column
-    "alpha":                   1.0,                               # L_inv's weights: the paper
-    "beta":                    5.0,                               # gives none
+    "alpha":                   1.0,                               # L_inv's: the paper gives none
+    "beta":                    5.0,
     "gamma":                   10.0,
     "robust_eps":              0.05,                              # Sec. 3, in our form
-    "stats":                   (3.0,   3.0,      1.0),            # beyond the paper: priors
-    "generator_stats":         (1.0,   1.0,      0.0),            # each G_k: all classes
+    # -- beyond the paper (--paper: each off); [data]: reads the training images -------------------
+    "stats":                   (3.0,   3.0,      1.0),            # [data] f's statistics, per class
+    "generator_stats":         (1.0,   1.0,      0.0),            # [data] each G_k: all classes
     "bn_stats":                1.0,
     "tv":                      0.0,
     "mode_seeking":            1.0,
     "mode_seeking_on":         "pixels",
     "twins":                   (True,  True,     False),          # one p, two z per G_k
     "confidence_cap":          1.0,                               # 1: off (the paper)
-    "cos_pairs":               "class",
+    "cos_pairs":               "class",                           # the paper's: all
     "view_shift":              2,                                 # f sees shifted views of x
-    "upsample":                "resize",                          # no checkerboard
+    "upsample":                "resize",                          # the paper's: transposed
+    # -- running and measuring ---------------------------------------------------------------------
+    "train_subset":            (0,     0,        15000),          # 0: every training image
     "log_every":               (100,   100,      50),
     "eval_per_class":          (100,   100,      40),             # samples per class, samples.pt
     "distill_steps":           (2000,  500,      80),             # measure.py's students
@@ -86,61 +90,73 @@ SETTINGS = {
 
 # [same in all four scripts: flags]
 def parse_args(argv=None):
-    """Every flag: its meaning, and its default here or in SETTINGS (--help shows them all).
-    One pass; then common.settle gives each flag not given its length's value (or --paper's),
-    applies --dry-run's caps and checks what no flag's type can check alone."""
+    """Every flag: its meaning, and its default here or in SETTINGS (--help shows them all), in
+    four groups: what the paper specifies, what it leaves open (our choices), what we add beyond
+    it, and running.  One pass; then common.settle gives each flag not given its length's value
+    (or --paper's, or --data-free's), applies --dry-run's caps and checks what no flag's type can
+    check alone."""
     ap = common.argument_parser(__doc__)
-    paper = ap.add_argument_group("the paper (Sec. 2, 3): f, G and L_inv").add_argument
-    paper("--classifier-epochs", type=common.POSITIVE, help="epochs of f's training")
-    paper("--classifier-batch-size", type=common.POSITIVE, help="f's batch size")
-    paper("--classifier-width", type=common.POSITIVE, help="channels of f's first convolution")
-    paper("--classifier-lr", type=common.LEARNING_RATE, default=2e-3, help="f's peak learning rate")
-    paper("--generator-steps", type=common.POSITIVE, help="steps of G's training")
-    paper("--batch-size", type=common.POSITIVE, help="G's batch size N")
-    paper("--lr", type=common.LEARNING_RATE, default=2e-3, help="G's learning rate (Adam)")
-    paper("--latent-dim", type=common.POSITIVE, default=64, help="size of z")
-    paper("--hidden", type=common.POSITIVE, default=64, help="size of the linear map of p")
-    paper("--width", type=common.WIDTH, help="G's channels after stage 1")
-    paper("--dropout", type=common.RATE, default=0.3, help="dropout after stage 2's "
-          "up-convolutions")
-    paper("--stage1-dropout", type=common.RATE, help="dropout after stage 1's up-convolution")
-    paper("--conditioning", choices=["vector-matrix", "vector", "label"], default="vector-matrix",
-          help="G is told p and H (the paper's), p alone, or y (a label embedding)")
-    paper("--num-generators", type=common.POSITIVE, help="K generators trained together: "
-          "Fig. 2's columns")
-    paper("--alpha", type=common.WEIGHT, help="weight of L_KL")
-    paper("--beta", type=common.WEIGHT, help="weight of L_CE")
-    paper("--gamma", type=common.WEIGHT, help="weight of L_cos")
-    paper("--robust-eps", type=common.RADIUS, help="Sec. 3: L-inf radius of the perturbations "
-          "that must keep y")
-    paper("--margin", type=common.MARGIN, default=1.0, help="sampling: v_y = the largest other "
-          "v + M (the arg-max intensity), or 'natural'")
-    paper("--paper", action="store_true", help="the paper's loss alone: "
+
+    def group(name):
+        return ap.add_argument_group(*common.GROUPS[name]).add_argument
+    paper, open_, beyond, running = map(group, ("paper", "open", "beyond", "running"))
+    paper("--paper", action="store_true", help="the paper's loss alone, nothing beyond it: "
           + ", ".join(f"{key}={value}" for key, value in common.PAPER.items()))
-    beyond = ap.add_argument_group("beyond the paper (a weight of 0 is off)").add_argument
-    beyond("--stats", type=common.WEIGHT, help="the prior on f's feature statistics per class")
-    beyond("--generator-stats", type=common.WEIGHT, help="the same prior on each generator's "
-           "part of the batch, all classes together: no generator's own style in every row")
-    beyond("--bn-stats", type=common.WEIGHT, help="DeepInversion's prior on f's batch norms")
-    beyond("--tv", type=common.WEIGHT, help="total variation")
+    paper("--conditioning", choices=["vector-matrix", "vector", "label"], default="vector-matrix",
+          help="G is told p and H (the paper's), or, as baselines the paper argues against, p "
+          "alone or y (a label embedding)")
+    open_("--classifier-epochs", type=common.POSITIVE, help="epochs of f's training")
+    open_("--classifier-batch-size", type=common.POSITIVE, help="f's batch size")
+    open_("--classifier-width", type=common.POSITIVE, help="channels of f's first convolution")
+    open_("--classifier-lr", type=common.LEARNING_RATE, default=2e-3, help="f's peak learning "
+          "rate (Adam, one cycle)")
+    open_("--augment", action=argparse.BooleanOptionalAction, help="f trains on shifts (and "
+          "flips where FLIP): a better f in few epochs")
+    open_("--generator-steps", type=common.POSITIVE, help="steps of G's training")
+    open_("--batch-size", type=common.POSITIVE, help="G's batch size N")
+    open_("--lr", type=common.LEARNING_RATE, default=2e-3, help="G's learning rate (Adam, beta1 "
+          "0.5, as DCGAN)")
+    open_("--latent-dim", type=common.POSITIVE, default=64, help="size of z")
+    open_("--hidden", type=common.POSITIVE, default=64, help="size of the linear map of p")
+    open_("--width", type=common.WIDTH, help="G's channels after stage 1")
+    open_("--dropout", type=common.RATE, default=0.3, help="the paper's \"heavy dropout\": the "
+          "rate after stage 2's up-convolutions")
+    open_("--stage1-dropout", type=common.RATE, help="dropout after stage 1's up-convolution too "
+          "(no better here: docs/ablations.md)")
+    open_("--num-generators", type=common.POSITIVE, help="K generators trained together on one "
+          "batch: Fig. 2's columns (\"each column ... a different generator\")")
+    open_("--alpha", type=common.WEIGHT, help="weight of L_KL (the paper gives none)")
+    open_("--beta", type=common.WEIGHT, help="weight of L_CE (the paper gives none)")
+    open_("--gamma", type=common.WEIGHT, help="weight of L_cos (the paper gives none)")
+    open_("--robust-eps", type=common.RADIUS, help="Sec. 3, in our form: L-inf radius within "
+          "which the worst (FGSM) perturbation of x must keep y; 0: off")
+    open_("--margin", type=common.MARGIN, default=1.0, help="sampling: v_y = the largest other "
+          "v + M (Sec. 2's arg-max intensity), or 'natural' (the draw's own)")
+    beyond("--data-free", action="store_true", help="G learns from f alone: every prior marked "
+           "[data] off (f's own batch-norm statistics stay, where it has them)")
+    beyond("--stats", type=common.WEIGHT, help="[data] the prior on f's feature statistics of "
+           "each class's training images")
+    beyond("--generator-stats", type=common.WEIGHT, help="[data] the same prior on each "
+           "generator's part of the batch, all classes together: no generator's own style in "
+           "every row")
+    beyond("--bn-stats", type=common.WEIGHT, help="DeepInversion's prior on the running "
+           "statistics f's batch norms hold (f alone, no images)")
+    beyond("--tv", type=common.WEIGHT, help="total variation: against stripes and specks")
     beyond("--mode-seeking", type=common.WEIGHT, help="mode seeking: other z, other pictures")
-    beyond("--confidence-cap", type=common.PROBABILITY, help="L_CE and the robust term push "
-           "f's probability of y up to this, no further (1: without end, the paper's)")
     beyond("--mode-seeking-on", choices=["pixels", "features"], help="its distance: of x or phi")
     beyond("--twins", action=argparse.BooleanOptionalAction, help="conditionings in twins, one p "
            "and two z in one generator's part; L_cos's class pairs and mode seeking then compare "
            "the images of one label and one generator (MSGAN's pairs)")
     beyond("--cos-pairs", choices=["all", "class"], help="L_cos over all pairs (the paper's) or "
            "the pairs of one class")
+    beyond("--confidence-cap", type=common.PROBABILITY, help="L_CE and the robust term push "
+           "f's probability of y up to this, no further (1: without end, the paper's)")
     beyond("--view-shift", type=common.SHIFT, help="f sees x shifted by up to this many pixels "
            "(and mirrored where FLIP)")
     beyond("--upsample", choices=["transposed", "resize"], help="G's doublings: transposed "
            "convolution (the paper's), or resize + convolution")
-    beyond("--augment", action=argparse.BooleanOptionalAction, help="shifts (and flips where "
-           "FLIP) when f trains")
     beyond("--classifier-adv-eps", type=common.RADIUS, default=0.0, help="adversarial training "
            "of f: L-inf radius (FGSM, random start)")
-    running = ap.add_argument_group("running").add_argument
     running("--data-dir", default="./data", help="the dataset's folder (downloaded if missing)")
     running("--out-dir", help="the run's folder", default=common.Lengths(
         f"runs/{DATASET}", f"runs/{DATASET}-medium", f"runs/{DATASET}-quick"))
@@ -151,6 +167,8 @@ def parse_args(argv=None):
     running("--medium", action="store_true", help="the best 45 minutes of a laptop CPU buy")
     running("--dry-run", action="store_true", help="a few steps per phase, every file")
     running("--fake-data", action="store_true", help="synthetic data shaped like the dataset")
+    running("--classifier-weights", default="", help="a file of f's weights trained elsewhere "
+            "(Classifier's state dict): f is loaded, not trained")
     running("--resume", action="store_true", help="continue G from --out-dir's generator.pt")
     running("--retrain", action="store_true", help="train f (and the judge) again")
     running("--train-subset", type=common.COUNT, help="the first K training images (0: all)")
@@ -210,6 +228,21 @@ def read_batch(path):
 # ------------------------------------------------------------------------------------------------
 # 3. classifier f (Sec. 2): convolutions and fully connected layers, LeakyReLU, Dropout
 # ------------------------------------------------------------------------------------------------
+# [same in all four scripts: your own classifier]
+# Your own classifier: replace Classifier below with yours (CLASSES with your class names), or
+# keep it and load weights trained elsewhere: --classifier-weights FILE, the file that
+# torch.save(f.state_dict(), FILE) wrote.  What f must provide (common.check_classifier checks
+# each before anything trains, and says in one line what to change):
+#   f.features   x (N, *SHAPE), pixels in [0, 1] (normalise inside f if yours expects it) -> phi,
+#                the features L_cos compares
+#   f.head       phi -> logits (N, n), n = len(CLASSES), from 2 to 32 (G's n x n stage; above
+#                SHAPE[1] / 2 classes it is averaged down to that size); f(x) = head(features(x))
+#   __init__     called as Classifier(len(CLASSES), args.classifier_width)
+#   modules      nn.ReLU / nn.LeakyReLU in f.features, at any depth, for --stats and
+#                --generator-stats (else --data-free); nn.BatchNorm2d for --bn-stats (else 0)
+# [end]
+
+
 class Classifier(nn.Module):
     """Beyond the paper's list, batch norm: a short run then reaches a useful accuracy on
     colour images."""
@@ -273,10 +306,11 @@ def train_classifier(f, data, args):
 
 
 def trained_classifier(data, args, out, device):
-    """f from out/classifier.pt if it was trained the same way, else trained and saved there;
-    then frozen (eval mode: dropout off; no gradient reaches its weights).  (f, test accuracy)."""
+    """f from out/classifier.pt if it was made the same way, else loaded from
+    --classifier-weights or trained, and saved there; then frozen (eval mode: dropout off; no
+    gradient reaches its weights).  (f, test accuracy)."""
     f = common.place(Classifier(len(CLASSES), args.classifier_width), device)
-    common.check_bn_stats(f, args)                               # before f trains, not after
+    common.check_classifier(f, SHAPE, len(CLASSES), args)       # before f trains, not after
     signature = {"dataset": DATASET, "arch": common.architecture(f),
                  "training": common.f_training(args)}
     path = out / "classifier.pt"
@@ -286,7 +320,13 @@ def trained_classifier(data, args, out, device):
         accuracy = ckpt["test_accuracy"]
         print(f"f: reusing {path} (test accuracy {accuracy:.4f}; --retrain to train it again)")
     else:
-        accuracy = train_classifier(f, data, args)
+        if args.classifier_weights:                              # trained elsewhere: loaded
+            weights = args.classifier_weights
+            common.load_weights(f, common.pretrained_weights(weights), weights)
+            accuracy = common.accuracy(f, data["x_test"], data["y_test"])
+            print(f"f: loaded {weights} (test accuracy {accuracy:.4f})")
+        else:
+            accuracy = train_classifier(f, data, args)
         common.save_checkpoint(path, {"kind": "classifier", **signature, "model": f.state_dict(),
                                       "test_accuracy": accuracy, "config": vars(args)})
     f.eval().requires_grad_(False)                               # frozen: only G is trained
@@ -315,7 +355,8 @@ def build_generator(args):
 # [same in all four scripts: inversion]
 def inversion_step(G, f, opt, args, stats, device):
     """One step of G: the paper's loss, then what we add beyond it.  Returns each term by name,
-    detached, on the device (the loop reads them only when it prints a line)."""
+    weighted as it enters the loss, detached, on the device (the loop reads them only when it
+    prints a line)."""
     N, n = args.batch_size, len(CLASSES)
     z = torch.randn(N, args.latent_dim, device=device)           # latent z ~ N(0, I)
     p, y, H = common.sample_conditioning(N, n, device)          # p = softmax(v), y = argmax p, H
@@ -357,8 +398,9 @@ def inversion_step(G, f, opt, args, stats, device):
     loss.backward()                                              # f frozen: only G gets gradients
     opt.step()
     hit = (logits.argmax(1) == y).float().mean()                 # f labels x as y
-    terms = {"loss": loss, "L_inv": L_inv, "L_KL": L_KL, "L_CE": L_CE, "L_cos": L_cos,
-             "robust": robust, **priors, "f(x)=y": hit}
+    terms = {"alpha*L_KL": args.alpha * L_KL, "beta*L_CE": args.beta * L_CE,  # as they enter
+             "gamma*L_cos": args.gamma * L_cos, "L_inv": L_inv,              # the loss
+             "robust": robust, **priors, "loss": loss, "f(x)=y": hit}
     return {name: term.detach().float() for name, term in terms.items()}
 # [end]
 
@@ -367,20 +409,18 @@ def inversion_step(G, f, opt, args, stats, device):
 def train_generator(f, stats, args, out, device):
     """G's training loop: Adam on G's weights only, --generator-steps inversion_steps; a line of
     the mean terms every --log-every steps (and every 15 s); generator.pt every
-    --checkpoint-every steps, at the end and on Ctrl-C; --resume continues from it.
-    Returns (G, the history of the printed lines)."""
+    --checkpoint-every steps and at the end.  Returns (G, the history of the printed lines).
+    The plumbing is in common: --resume, Ctrl-C (save, then exit), the CUDA graph."""
     torch.manual_seed(args.seed)                                 # the same, f cached or not
     G = common.place(build_generator(args), device).train()
     graph = args.cuda_graph and device.type == "cuda"            # --cuda-graph: the step replayed
     opt = torch.optim.Adam(G.parameters(), lr=args.lr, betas=(0.5, 0.999), capturable=graph)
     path, signature = out / "generator.pt", {"dataset": DATASET, "arch": common.architecture(G)}
-    step, history = resume(G, opt, path, signature, device) if args.resume else (0, [])
+    step, history = (common.resume_generator(G, opt, path, signature, device) if args.resume
+                     else (0, []))
 
-    def save():
-        common.save_checkpoint(path, {"kind": "generator", **signature, "step": step,
-                                      "model": G.state_dict(), "optimizer": opt.state_dict(),
-                                      "history": history, "rng": common.rng_state(device),
-                                      "config": vars(args)})
+    def save():                                                  # generator.pt, written whole
+        common.save_generator(path, signature, step, G, opt, history, args, device)
     train_step = lambda: inversion_step(G, f, opt, args, stats, device)                # noqa: E731
     train_step = common.GraphedStep(train_step) if graph else train_step
     print(f"G: {common.architecture(G)}, {args.generator_steps} steps of batch {args.batch_size}"
@@ -396,28 +436,9 @@ def train_generator(f, stats, args, out, device):
                 history.append(log.line(step))                   # one sync; stops on a NaN loss
             if save_now:
                 save()
-    except KeyboardInterrupt:                                    # Ctrl-C or SIGTERM: keep the work
-        with common.signals_held(reraise=False):                 # more Ctrl-C: the save goes on
-            if log.finite():                                     # never save after a bad loss
-                save()
-        print(f"\ninterrupted at step {step}: saved {path}; run again with --resume to continue",
-              file=sys.stderr)
-        raise SystemExit(130) from None
+    except KeyboardInterrupt:                                    # Ctrl-C or SIGTERM
+        common.save_and_exit(save, log, step, path)
     return G, history
-
-
-def resume(G, opt, path, signature, device):
-    """G, Adam and the random numbers from path (if it is there): (step, history)."""
-    if not path.exists():
-        return 0, []
-    ckpt = common.load_checkpoint(path, "generator", signature)
-    common.load_weights(G, ckpt["model"], path)
-    with common.reading(path, "generator checkpoint (its optimizer or random states)",
-                        "delete it or use another --out-dir"):
-        common.load_optimizer(opt, ckpt["optimizer"], opt.defaults["capturable"])
-        common.rng_state(device, ckpt["rng"])
-    print(f"G: resuming {path} from step {ckpt['step']}")
-    return ckpt["step"], ckpt["history"]
 # [end]
 
 
@@ -468,7 +489,8 @@ def run(argv=None):
     data = load_data(args, device)                                           # 2. data
     t.append(time.time())
     f, f_accuracy = trained_classifier(data, args, out, device)              # 3. f, trained, frozen
-    stats = common.feature_statistics(f, data["x_train"], data["y_train"], len(CLASSES))  # priors'
+    stats = (common.feature_statistics(f, data["x_train"], data["y_train"], len(CLASSES))
+             if args.stats > 0 or args.generator_stats > 0 else None)   # only the [data] priors'
     t.append(time.time())
     G, history = train_generator(f, stats, args, out, device)               # 4.-5. G against f
     t.append(time.time())

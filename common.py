@@ -1,10 +1,19 @@
 """What the four scripts share of "Network Inversion of Convolutional Neural Nets" (Suhail and
-Sethi), in the paper's order: conditioning, the generator G(z, p, H), the inversion loss L_inv
-(Sec. 2), the robust term (Sec. 3); then, marked, what goes beyond the paper; then plumbing that
-would otherwise be copied four times.  The loops are in the scripts, measurement in measure.py.
+Sethi), in three marked parts.  Read part 1 beside the paper; part 2 only for the additions you
+switch on; part 3 never needs reading to understand the method.
+
+  PART 1, the paper     conditioning (Sec. 2), the generator G(z, p, H), the inversion loss
+                        L_inv (Sec. 2), the robust term (Sec. 3)
+  PART 2, beyond it     the priors and tricks we add, each an option of the scripts; those that
+                        read the training images (not only f) say so: READS_TRAINING_IMAGES
+  PART 3, plumbing      not the method: flags, checks of a user's classifier, one-line errors,
+                        files written whole, the device, G's log line and checkpoint, data
+
+The loops are in the scripts, measurement in measure.py.
 """
 import argparse
 import contextlib
+import hashlib
 import math
 import os
 import signal
@@ -19,6 +28,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+
+# ################################################################################################
+# PART 1 of 3: the paper (Sec. 2 and 3)
+# ################################################################################################
 
 # ==== Section 2: conditioning.  v ~ N(0, I_n), p = softmax(v), y = argmax p, H: hot matrix of y ==
 def hot_matrix(y: torch.Tensor, n: int) -> torch.Tensor:
@@ -54,11 +67,15 @@ class UpBlock(nn.Sequential):
     """Up-convolution (C_in, s, s) -> (C_out, size, size): a transposed convolution (kernel 4,
     stride 2 when size = 2s; else stride 1, kernel size - s + 1), batch norm, LeakyReLU, dropout.
     resize (beyond the paper): a doubling is a nearest-neighbour resize, then a 3x3 convolution,
-    which leaves no checkerboard (Odena et al. 2016)."""
+    which leaves no checkerboard (Odena et al. 2016).  size < s (more classes than S/2, our
+    choice): the map is averaged down to size (every row and column of H still counts), then a
+    3x3 convolution."""
 
     def __init__(self, c_in, c_out, s_in, size, dropout, resize=False):
         k, stride, pad = (4, 2, 1) if size == 2 * s_in else (size - s_in + 1, 1, 0)
-        if resize and stride == 2:
+        if size < s_in:
+            up = [nn.AdaptiveAvgPool2d(size), nn.Conv2d(c_in, c_out, 3, padding=1, bias=False)]
+        elif resize and stride == 2:
             up = [nn.Upsample(scale_factor=2), nn.Conv2d(c_in, c_out, 3, padding=1, bias=False)]
         else:
             up = [nn.ConvTranspose2d(c_in, c_out, k, stride, pad, bias=False)]
@@ -66,6 +83,9 @@ class UpBlock(nn.Sequential):
         if dropout > 0:
             layers.append(nn.Dropout2d(dropout))                 # the paper's "heavy dropout"
         super().__init__(*layers)
+
+
+MAX_CLASSES = 32          # stage 1's kernel is n x n: at 100 classes it would hold 164M weights
 
 
 class Generator(nn.Module):
@@ -83,6 +103,8 @@ class Generator(nn.Module):
                  width=128, dropout=0.3, conditioning="vector-matrix", upsample="transposed",
                  stage1_dropout=0.0):
         super().__init__()
+        if not 2 <= n_classes <= MAX_CLASSES:                   # check_classifier says why
+            raise ValueError(f"{n_classes} classes: G takes 2 to {MAX_CLASSES}")
         self.n, self.latent_dim, self.conditioning = n_classes, latent_dim, conditioning
         self.image_shape = (channels, image_size, image_size)
         n, half = n_classes, image_size // 2
@@ -92,7 +114,8 @@ class Generator(nn.Module):
         h_channels = 1 if conditioning == "vector-matrix" else 0
         resize = upsample == "resize"
         self.stage2 = nn.Sequential(                        # (width+1, n, n) -> (width/4, S, S)
-            # n x n -> S/2: a stride-1 transposed convolution, kernel 5 (10 -> 14) or 7 (10 -> 16)
+            # n x n -> S/2: a stride-1 transposed convolution, kernel 5 (10 -> 14) or 7 (10 -> 16);
+            # more than S/2 classes: averaged down to S/2 (UpBlock)
             UpBlock(width + h_channels, width // 2, n, half, dropout, resize),
             UpBlock(width // 2, width // 4, half, image_size, dropout, resize))   # S/2 -> S
         self.to_image = nn.Conv2d(width // 4, channels, 3, padding=1)
@@ -201,18 +224,34 @@ def robust_term(f, x, y, eps, cap=1.0):
     return ce_term(f(worst_case(f, x, y, eps)), y, cap)
 
 
-# ==== Beyond the paper: image priors (each an option of the scripts; see the README) ==============
-def activations(features: nn.Sequential, x):
-    """f's feature layers on x: (phi(x), [each LeakyReLU / ReLU's output], [(input, layer) of
-    each batch norm])."""
+# ################################################################################################
+# PART 2 of 3: beyond the paper.  Each is an option of the scripts (a weight of 0 is off; --paper
+# turns every one off).  Only two read the training images: the statistics priors (--stats,
+# --generator-stats).  Everything else here needs nothing but f.  (README: "Beyond the paper")
+# ################################################################################################
+READS_TRAINING_IMAGES = ("stats", "generator_stats")             # --data-free turns these off
+
+# ==== Beyond the paper: image priors ==============================================================
+def activations(features: nn.Module, x):
+    """f's features on x: (phi(x), [the output of each LeakyReLU / ReLU module, in the order they
+    run], [(input, layer) of each batch norm]).  Layers are found at any depth (blocks inside
+    blocks), by hooks that live for this one call; activations called as functions (F.relu) are
+    not seen (check_classifier says so before anything trains)."""
     acts, bn = [], []
-    for layer in features:
-        if isinstance(layer, nn.BatchNorm2d):
-            bn.append((x, layer))
-        x = layer(x)
-        if isinstance(layer, (nn.LeakyReLU, nn.ReLU)):
-            acts.append(x)
-    return x, acts, bn
+
+    def keep(m, inputs, out):                                    # a hook: runs after m does
+        if isinstance(m, nn.BatchNorm2d):
+            bn.append((inputs[0], m))
+        else:
+            acts.append(out)
+    kinds = (nn.LeakyReLU, nn.ReLU, nn.BatchNorm2d)
+    hooks = [m.register_forward_hook(keep) for m in features.modules() if isinstance(m, kinds)]
+    try:
+        phi = features(x)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return phi, acts, bn
 
 
 def channel_moments(a):
@@ -278,13 +317,6 @@ def bn_term(bn):
                    for a, layer in bn)
 
 
-def check_bn_stats(f, args):
-    """--bn-stats needs batch norm in f: said before f trains, not at G's first step."""
-    if args.bn_stats and not any(isinstance(m, nn.BatchNorm2d) for m in f.features):
-        raise UserError("--bn-stats needs batch norm in f, and this dataset's f has none; "
-                        "use --stats")
-
-
 def mode_seeking_term(x, z, y):
     """Mode seeking (Mao et al. 2019): 1 / (mean over pairs i != j of one label of
     |x_i - x_j| / |z_i - z_j|), distances per element; y a label or any key (--twins: label and
@@ -316,12 +348,10 @@ def augment(x, flip=False, shift=2):
     return F.grid_sample(x, grid, mode="nearest", align_corners=False)
 
 
-@torch.no_grad()
-def accuracy(model, x, y, batch=2000) -> float:
-    model.eval()
-    hits = sum((model(xb).argmax(1) == yb).sum() for xb, yb in zip(x.split(batch), y.split(batch)))
-    return (hits / len(y)).item()
-
+# ################################################################################################
+# PART 3 of 3: plumbing.  Not the method: nothing below is in the paper, and nothing below
+# changes what G learns.  It makes a run safe to stop, resume, misconfigure and copy.
+# ################################################################################################
 
 # ==== Plumbing: one-line errors, interrupts, files read and written whole ========================
 class UserError(Exception):
@@ -460,6 +490,61 @@ def rng_state(device, state=None):
         torch.cuda.set_rng_state(state["cuda"], device)
 
 
+# ==== Plumbing: what f must provide, checked before anything trains ==============================
+def check_classifier(f, shape, n, args):
+    """f as the scripts use it (a student's own included): f.features (x -> phi, the features of
+    L_cos) and f.head (phi -> n logits), on images (N, *shape) in [0, 1]; LeakyReLU / ReLU
+    modules for the statistics priors, batch norm for --bn-stats.  Each miss: one line."""
+    where = "see 'Your own classifier' in section 3 of the script"
+    if not 2 <= n <= MAX_CLASSES:
+        raise UserError(f"{n} classes: G's n x n stage takes 2 to {MAX_CLASSES} (stage 1's "
+                        f"transposed convolution has n x n weights per channel pair: 164 million "
+                        f"in all at 100 classes); group the classes, or change Generator.stage1")
+    if not all(isinstance(getattr(f, a, None), nn.Module) for a in ("features", "head")):
+        raise UserError(f"f ({type(f).__name__}) needs two parts, f.features (x -> phi) and "
+                        f"f.head (phi -> logits), both nn.Module; {where}")
+    x = torch.full((2, *shape), 0.5, device=next(f.parameters()).device)   # no random draw
+    was_training = f.training
+    try:
+        with torch.no_grad():
+            phi, acts, bn = activations(f.features.eval(), x)
+            logits = f.head.eval()(phi)
+    except Exception as e:                 # any layer can refuse: its own message, one line
+        raise UserError(f"f.features then f.head fail on a batch of shape {tuple(x.shape)} "
+                        f"({first_line(e)}); {where}") from None
+    finally:
+        f.train(was_training)
+    if tuple(logits.shape) != (2, n):
+        raise UserError(f"f.head gives logits of shape {tuple(logits.shape[1:])} per image; "
+                        f"CLASSES has {n} names: make them agree; {where}")
+    if not acts and (args.stats > 0 or args.generator_stats > 0):
+        raise UserError("f.features has no nn.ReLU or nn.LeakyReLU module (activations called as "
+                        "functions are not seen), which --stats and --generator-stats read; use "
+                        "modules, or run with --data-free")
+    if not bn and args.bn_stats > 0:
+        raise UserError("--bn-stats needs batch norm (nn.BatchNorm2d) in f.features, and this f "
+                        "has none; run with --bn-stats 0")
+
+
+def pretrained_weights(path):
+    """A state dict for f trained elsewhere (--classifier-weights): the file torch.save wrote of
+    f.state_dict(), or of a dict holding it under "model" (as classifier.pt does)."""
+    with reading(path, "state dict of f", "give the file torch.save(f.state_dict(), path) wrote"):
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    state = state.get("model", state) if isinstance(state, dict) else state
+    if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
+        raise UserError(f"{path} holds no state dict of f (a dict of tensors); give the file "
+                        f"torch.save(f.state_dict(), path) wrote")
+    return state
+
+
+@torch.no_grad()
+def accuracy(model, x, y, batch=2000) -> float:
+    model.eval()
+    hits = sum((model(xb).argmax(1) == yb).sum() for xb, yb in zip(x.split(batch), y.split(batch)))
+    return (hits / len(y)).item()
+
+
 # ==== Plumbing: flags (each script's parse_args lists them; SETTINGS gives its values) ============
 def checked(cast, ok, what):
     """An argparse type: cast(text), refused with 'must be <what>' unless ok(value)."""
@@ -490,6 +575,31 @@ MARGIN = checked(lambda t: None if t == "natural" else float(t),          # None
 PAPER = dict(alpha=1.0, beta=1.0, gamma=1.0, robust_eps=0.0, stats=0.0, tv=0.0, bn_stats=0.0,
              mode_seeking=0.0, cos_pairs="all", view_shift=0, upsample="transposed",
              confidence_cap=1.0, generator_stats=0.0, twins=False)   # --paper
+# Whose each setting is: the --help groups of parse_args, SETTINGS' blocks and the log's lines
+# (tests/test_whose.py keeps the four in step).
+GROUPS = {                                                       # name: (title, description)
+    "paper": ("the paper (Sec. 2, 3): what it specifies",
+              "Built in, not flags: v ~ N(0, I_n), p = softmax(v), y = argmax p, the n x n hot "
+              "matrix H, G's two up-sampling stages with batch norm and dropout, L_inv's three "
+              "terms, f frozen and only G trained."),
+    "open": ("what the paper leaves open: our choices",
+             "The reasons: docs/choices.md. --paper keeps these, but for alpha = beta = gamma = 1 "
+             "and no robust term."),
+    "beyond": ("beyond the paper: our additions",
+               "0 or --no-...: off; --paper turns every one off. [data]: reads the training "
+               "images, not only f; --data-free turns those off."),
+    "running": ("running", "Plumbing: where, how long, what is kept."),
+}
+WHOSE = {
+    "paper": ("paper", "conditioning"),
+    "open": ("classifier_epochs", "classifier_batch_size", "classifier_width", "classifier_lr",
+             "augment", "generator_steps", "batch_size", "lr", "latent_dim", "hidden", "width",
+             "dropout", "stage1_dropout", "num_generators", "alpha", "beta", "gamma",
+             "robust_eps", "margin"),
+    "beyond": ("data_free", "stats", "generator_stats", "bn_stats", "tv", "mode_seeking",
+               "mode_seeking_on", "twins", "cos_pairs", "confidence_cap", "view_shift",
+               "upsample", "classifier_adv_eps"),
+}
 LENGTHS = ("full", "medium", "quick")
 
 
@@ -529,31 +639,49 @@ DRY_RUN = dict(classifier_epochs=1, generator_steps=4, batch_size=32, classifier
 
 def settle(args):
     """After parse_args' one pass: each flag not given takes its value for the run's length (or
-    --paper's, for the flags PAPER names); --dry-run caps the lengths (DRY_RUN); then the checks
-    that no flag's type can make alone.  Returns args."""
+    --paper's, for the flags PAPER names; --data-free's 0 for the priors that read training
+    images); --dry-run caps the lengths (DRY_RUN); then the checks that no flag's type can make
+    alone.  Returns args."""
     if args.quick and args.medium:
         raise UserError("--quick and --medium are two lengths; pick one")
+    if args.data_free and (given := [k for k in READS_TRAINING_IMAGES
+                                     if not isinstance(getattr(args, k), Lengths)]):
+        raise UserError(f"--data-free turns off --{given[0].replace('_', '-')}, which reads the "
+                        f"training images; give one or the other")
     length = "quick" if args.quick else "medium" if args.medium else "full"
     for key, value in vars(args).items():
         if isinstance(value, Lengths):
-            setattr(args, key, PAPER[key] if args.paper and key in PAPER else value.values[length])
+            value = PAPER[key] if args.paper and key in PAPER else value.values[length]
+            setattr(args, key, 0.0 if args.data_free and key in READS_TRAINING_IMAGES else value)
     if args.dry_run:
         for key, cap in DRY_RUN.items():
             setattr(args, key, min(getattr(args, key), cap))
         args.train_subset = args.train_subset or 512
     if args.resume and args.retrain:
         raise UserError("--resume and --retrain contradict each other; pick one")
-    for flag in ("batch_size", "eval_per_class"):      # each generator needs a share and a column
-        if getattr(args, flag) < args.num_generators:
-            raise UserError(f"--{flag.replace('_', '-')} {getattr(args, flag)} is smaller than "
-                            f"--num-generators {args.num_generators}: each generator needs a share")
+    if args.batch_size < 2 * args.num_generators:   # batch norm and L_cos need two in each part
+        raise UserError(f"--batch-size {args.batch_size} is too small for --num-generators "
+                        f"{args.num_generators}: each generator needs at least 2 images of the "
+                        f"batch (G's batch norm, L_cos's pairs); use {2 * args.num_generators} "
+                        f"or more")
+    if args.eval_per_class < args.num_generators:              # a column for each generator
+        raise UserError(f"--eval-per-class {args.eval_per_class} is smaller than "
+                        f"--num-generators {args.num_generators}: each generator needs a share")
     return args
 
 
 def print_settings(args):
-    """Every setting of the run, as a log should keep them."""
-    text = " ".join(f"{key}={value}" for key, value in vars(args).items())
-    print(textwrap.fill(text, 100, initial_indent="settings: ", subsequent_indent="  "))
+    """Every setting of the run, a line for each group of GROUPS, and what G reads."""
+    settings = vars(args)
+    for group in GROUPS:
+        keys = WHOSE.get(group) or [k for k in settings if not any(k in w for w in WHOSE.values())]
+        text = " ".join(f"{k}={settings[k]}" + (" [data]" if k in READS_TRAINING_IMAGES else "")
+                        for k in keys if k in settings)
+        print(textwrap.fill(text, 100, initial_indent=f"settings ({group}): ",
+                            subsequent_indent="  "))
+    reads = [f"--{k.replace('_', '-')}" for k in READS_TRAINING_IMAGES if settings.get(k)]
+    print("G learns from f" + (f" and the training images ({', '.join(reads)})" if reads
+                               else " alone: data-free (no prior reads the training images)"))
 
 
 # ==== Plumbing: device, seed, --out-dir, memory layout, mixed precision ===========================
@@ -656,12 +784,20 @@ def architecture(model: nn.Module) -> str:
 
 def f_training(args, adversarial=True) -> dict:
     """How f (or, adversarial=False, the judge) was trained: a cached one is reused only if
-    trained the same way."""
+    trained the same way (for f: from the same --classifier-weights file, if one is given)."""
     eps = args.classifier_adv_eps if adversarial else 0.0
     keys = ("fake_data", "classifier_epochs", "classifier_batch_size", "classifier_lr", "augment",
             "train_subset")
+    weights = getattr(args, "classifier_weights", None) if adversarial else None
     return ({k: getattr(args, k) for k in keys} | {"classifier_adv_eps": eps}
-            | ({"adversarial": "fgsm, random start"} if eps else {}))
+            | ({"adversarial": "fgsm, random start"} if eps else {})
+            | ({"weights": file_digest(weights)} if weights else {}))
+
+
+def file_digest(path) -> str:
+    """The first 16 hex digits of a file's SHA-256; a file that cannot be read: one line."""
+    with reading(path, "file", "check the path"):
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
 
 # ==== Plumbing: G's loop: the log of its terms, the CUDA graph, Adam's state ======================
@@ -739,6 +875,40 @@ class GraphedStep:
         self.graph = graph
         graph.replay()
         return self.out
+
+
+def save_generator(path, signature, step, G, opt, history, args, device):
+    """generator.pt, written whole: G, Adam, the step, the log's lines, the random numbers."""
+    save_checkpoint(path, {"kind": "generator", **signature, "step": step,
+                           "model": G.state_dict(), "optimizer": opt.state_dict(),
+                           "history": history, "rng": rng_state(device), "config": vars(args)})
+
+
+def resume_generator(G, opt, path, signature, device):
+    """--resume: G, Adam and the random numbers from path: (step, history).  No file there: one
+    line (a run that meant to continue must not start again without a word)."""
+    if not path.exists():
+        raise UserError(f"--resume: there is no {path} to continue; run without --resume to "
+                        f"train G from step 0")
+    ckpt = load_checkpoint(path, "generator", signature)
+    load_weights(G, ckpt["model"], path)
+    with reading(path, "generator checkpoint (its optimizer or random states)",
+                 "delete it or use another --out-dir"):
+        load_optimizer(opt, ckpt["optimizer"], opt.defaults["capturable"])
+        rng_state(device, ckpt["rng"])
+    print(f"G: resuming {path} from step {ckpt['step']}")
+    return ckpt["step"], ckpt["history"]
+
+
+def save_and_exit(save, log, step, path):
+    """Ctrl-C or SIGTERM in G's loop: save() (never after a bad loss; more Ctrl-C wait for the
+    save), say how to continue, exit 130."""
+    with signals_held(reraise=False):
+        if log.finite():
+            save()
+    print(f"\ninterrupted at step {step}: saved {path}; run again with --resume to continue",
+          file=sys.stderr)
+    raise SystemExit(130) from None
 
 
 def load_optimizer(opt, state, capturable):

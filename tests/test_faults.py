@@ -68,6 +68,9 @@ def refused(capsys, call, *words, code=2):
     (["--margin", "-2"], ["--margin", "natural"]),
     (["--batch-siz", "8"], ["unrecognized arguments"]),               # no abbreviations
     (["--batch-size", "3", "--num-generators", "4"], ["--batch-size 3", "--num-generators 4"]),
+    (["--batch-size", "1"], ["--batch-size 1", "at least 2"]),       # else a NaN loss, later
+    (["--batch-size", "4", "--num-generators", "3"], ["--batch-size 4", "use 6"]),
+    (["--data-free", "--stats", "1"], ["--data-free", "--stats"]),
     (["--eval-per-class", "2", "--num-generators", "3"], ["--eval-per-class 2"]),
     (["--quick", "--medium"], ["--quick and --medium", "pick one"]),
     (["--resume", "--retrain"], ["--resume and --retrain"]),
@@ -288,7 +291,7 @@ def test_a_full_disk_is_one_line_and_the_old_file_is_kept(tmp_path, monkeypatch,
 @pytest.mark.parametrize("K,per,columns", [(3, 4, 4), (12, 12, 12), (2, 30, 10)])
 def test_the_grid_has_a_row_per_class_and_a_column_for_every_generator(tmp_path, K, per, columns):
     args = TINY + ["--generator-steps", "1", "--num-generators", str(K), "--eval-per-class",
-                   str(per), "--batch-size", str(max(8, K)), "--distill-steps", "0"]
+                   str(per), "--batch-size", str(max(8, 2 * K)), "--distill-steps", "0"]
     load_script("mnist_inversion").main(args + ["--out-dir", str(tmp_path)])
     width, height = Image.open(tmp_path / "samples.png").size
     cell = 2 * 28 + 2                                            # 2x images, 2 pixels between
@@ -316,3 +319,11 @@ def test_a_second_run_in_a_held_folder_is_refused_and_a_killed_holder_leaves_no_
     assert not (tmp_path / "run" / ".lock").exists()             # let go at the end of the run
     with open(tmp_path / "run" / ".lock", "a") as fh:            # ... and free for the next
         fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def test_resume_with_no_checkpoint_is_one_line_not_a_silent_start(tmp_path, capsys, monkeypatch):
+    mod = load_script("mnist_inversion")
+    monkeypatch.setattr(mod, "inversion_step", lambda *a: pytest.fail("G trained from step 0"))
+    line = refused(capsys, lambda: mod.main(TINY + ["--resume", "--out-dir", str(tmp_path)]),
+                   "--resume", "generator.pt", "without --resume")
+    assert "step 0" in line

@@ -53,8 +53,8 @@ def test_dry_run_writes_every_output_and_samples_follow_the_contract(tmp_path, n
             and 0 <= saved["judge"]["test_accuracy"] <= 1)
     assert set(saved["seconds"]) >= {"data", "classifier", "judge", "generator", "total"}
     assert [line["step"] for line in saved["history"]] == [2, 4] and finite(saved)
-    assert list(saved["history"][0])[:7] == ["step", "loss", "L_inv", "L_KL", "L_CE", "L_cos",
-                                             "robust"]
+    assert list(saved["history"][0])[:6] == ["step", "alpha*L_KL", "beta*L_CE", "gamma*L_cos",
+                                             "L_inv", "robust"]
     assert set(saved["distillation"]) == {"from_generator", "from_training_images", "steps",
                                           "batch_size", "student", "real_student_kept"}
     assert saved["config"]["fake_data"] is True and saved["device"] == "cpu"
@@ -64,7 +64,7 @@ def test_dry_run_writes_every_output_and_samples_follow_the_contract(tmp_path, n
     by_margin = saved["inversion_by_margin"]
     assert list(by_margin) == ["natural", "0.5", "1", "2", "4"]
     assert all(set(r) == {"target_accuracy", "judge_accuracy", "diversity_ratio",
-                          "recall", "coverage"}
+                          "recall", "precision", "coverage", "density"}
                for r in by_margin.values())
     assert saved["config"]["margin"] == 1.0
 

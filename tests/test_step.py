@@ -29,13 +29,14 @@ def check_one_step(script_name, **overrides):
     out = mod.inversion_step(G, f, opt, args, stats, torch.device("cpu"))
     assert all(t.shape == () and torch.isfinite(t) and not t.requires_grad for t in out.values())
     terms = {name: t.item() for name, t in out.items()}
-    assert list(terms)[:6] == ["loss", "L_inv", "L_KL", "L_CE", "L_cos", "robust"]
-    assert list(terms)[-1] == "f(x)=y" and 0 <= terms["f(x)=y"] <= 1
+    # each term as it enters the loss: L_inv's three weighted terms first, then L_inv
+    assert list(terms)[:5] == ["alpha*L_KL", "beta*L_CE", "gamma*L_cos", "L_inv", "robust"]
+    assert list(terms)[-2:] == ["loss", "f(x)=y"] and 0 <= terms["f(x)=y"] <= 1
     # the named terms add up as the paper writes L_inv, and the priors come on top of it
-    L_inv = args.alpha * terms["L_KL"] + args.beta * terms["L_CE"] + args.gamma * terms["L_cos"]
+    L_inv = terms["alpha*L_KL"] + terms["beta*L_CE"] + terms["gamma*L_cos"]
     assert terms["L_inv"] == pytest.approx(L_inv, rel=1e-5)
     priors = [v for k, v in terms.items()
-              if k not in ("loss", "L_inv", "L_KL", "L_CE", "L_cos", "f(x)=y")]
+              if k not in ("loss", "L_inv", "alpha*L_KL", "beta*L_CE", "gamma*L_cos", "f(x)=y")]
     assert terms["loss"] == pytest.approx(terms["L_inv"] + sum(priors), rel=1e-5)
     for name, value in f.state_dict().items():
         assert torch.equal(value, f_before[name]), f"classifier {name} changed"
@@ -50,7 +51,8 @@ def check_one_step(script_name, **overrides):
 def test_one_step_trains_the_generator_only_28px():
     terms = check_one_step("fashion_inversion", paper=True, **{"num-generators": 4})
     assert terms["robust"] == 0 and terms["loss"] == terms["L_inv"]       # --paper: L_inv alone
-    assert set(terms) == {"loss", "L_inv", "L_KL", "L_CE", "L_cos", "robust", "f(x)=y"}
+    assert set(terms) == {"loss", "L_inv", "alpha*L_KL", "beta*L_CE", "gamma*L_cos", "robust",
+                          "f(x)=y"}
 
 
 def test_one_step_trains_the_generator_only_32px():
@@ -141,7 +143,8 @@ def test_bn_stats_on_a_classifier_without_batch_norm_is_refused_before_f_trains(
     assert e.value.code == 2 and len(err.splitlines()) == 1 and "--bn-stats needs batch norm" in err
     assert not (tmp_path / "classifier.pt").exists()
     colour = load_script("cifar10_inversion")               # f with batch norm: no complaint
-    common.check_bn_stats(colour.Classifier(10), colour.parse_args(["--bn-stats", "1"]))
+    common.check_classifier(colour.Classifier(10), colour.SHAPE, 10,
+                            colour.parse_args(["--bn-stats", "1"]))
 
 
 def test_step_gradient_equals_the_gradient_of_the_paper_loss():
@@ -150,8 +153,8 @@ def test_step_gradient_equals_the_gradient_of_the_paper_loss():
                                        **{"robust-eps": 0, "stats": 0, "tv": 0})
     G.eval()                                             # no dropout: same x twice
     torch.manual_seed(5)
-    mod.inversion_step(G, f, torch.optim.SGD(G.parameters(), lr=0.0), args, stats,
-                       torch.device("cpu"))
+    terms = mod.inversion_step(G, f, torch.optim.SGD(G.parameters(), lr=0.0), args, stats,
+                               torch.device("cpu"))
     step_grads = [p.grad.clone() for p in G.parameters()]
     torch.manual_seed(5)                                  # same z, p in the same order
     z = torch.randn(args.batch_size, args.latent_dim)
@@ -166,6 +169,9 @@ def test_step_gradient_equals_the_gradient_of_the_paper_loss():
     cos = ((u @ u.T).sum() - len(u)) / (len(u) * (len(u) - 1))
     G.zero_grad()
     (0.7 * kl + 1.3 * ce + 2.0 * cos).backward()
+    # the log's terms are the paper's, weighted as they enter L_inv
+    for name, term in (("alpha*L_KL", 0.7 * kl), ("beta*L_CE", 1.3 * ce), ("gamma*L_cos", 2 * cos)):
+        assert terms[name].item() == pytest.approx(term.item(), rel=1e-5), name
     for a, b in zip(step_grads, [p.grad for p in G.parameters()]):
         assert torch.allclose(a, b, atol=1e-6, rtol=1e-4)
 
