@@ -262,15 +262,28 @@ def channel_moments(a):
 @torch.no_grad()
 def feature_statistics(f, x_train, y_train, n, batch=2000):
     """Mean and variance of every channel of each of f's activation layers over the training
-    images of each label 0..n-1: [(mu (n, C), var (n, C)) per layer].  For stats_term."""
-    sums = None
-    for xb, yb in zip(x_train.split(batch), y_train.split(batch)):
-        _, acts, _ = activations(f.features, xb)
-        add = [[torch.zeros(n, m.shape[1], device=m.device).index_add_(0, yb, m)
-                for m in channel_moments(a)] for a in acts]
-        sums = add if sums is None else [[s + a for s, a in zip(S, A)] for S, A in zip(sums, add)]
-    count = torch.bincount(y_train, minlength=n).clamp_min(1)[:, None].float()
-    return [(s0 / count, s1 / count - (s0 / count).square()) for s0, s1 in sums]
+    images of each label 0..n-1 (over images and positions): [(mu (n, C), var (n, C)) per
+    layer].  For stats_term.  Two passes, sums in float64: the means, then the mean squared
+    deviation from them, so a channel with a large mean and a small spread keeps its variance
+    (E[a^2] - E[a]^2 in float32 loses it: at mean 30 and std 0.01, entirely)."""
+    count = torch.bincount(y_train, minlength=n).clamp_min(1)[:, None].double()
+
+    def class_means(moment):                     # moment(layer i, its output a, labels) (N, C)
+        sums = None
+        for xb, yb in zip(x_train.split(batch), y_train.split(batch)):
+            _, acts, _ = activations(f.features, xb)
+            add = [torch.zeros(n, a.shape[1], dtype=torch.float64, device=a.device)
+                   .index_add_(0, yb, moment(i, a.float(), yb).double())
+                   for i, a in enumerate(acts)]
+            sums = add if sums is None else [s + a for s, a in zip(sums, add)]
+        return [s / count for s in sums]
+
+    def centred(i, a, y):                        # a minus its class's mean, per channel
+        m = mu[i][y].to(a.dtype)
+        return a - (m if a.dim() == 2 else m[:, :, None, None])
+    mu = class_means(lambda i, a, y: channel_moments(a)[0])
+    var = class_means(lambda i, a, y: channel_moments(centred(i, a, y))[1])
+    return [(m.float(), v.float()) for m, v in zip(mu, var)]
 
 
 def stats_term(acts, stats, y):
@@ -292,11 +305,12 @@ def stats_term(acts, stats, y):
 
 def mixture_statistics(stats):
     """All classes together, each weighing the same (as G draws them): per layer (mu (1, C),
-    var (1, C)) from feature_statistics' per-class (mu, var), by E[a^2] = var + mu^2."""
+    var (1, C)) from feature_statistics' per-class (mu, var): the mean variance within the
+    classes plus the variance of their means."""
     mixed = []
-    for mu, var in stats:
+    for mu, var in stats:                # within the classes, plus between them (no cancelling)
         m = mu.mean(0, keepdim=True)
-        mixed.append((m, (var + mu.square()).mean(0, keepdim=True) - m.square()))
+        mixed.append((m, var.mean(0, keepdim=True) + (mu - m).square().mean(0, keepdim=True)))
     return mixed
 
 

@@ -1,6 +1,7 @@
 import math
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 import common
@@ -109,3 +110,23 @@ def test_mode_seeking_term_falls_as_pictures_of_one_class_differ_and_reaches_x()
     common.mode_seeking_term(x, z, y).backward()
     assert x.grad.abs().sum() > 0
     assert common.mode_seeking_term(x, z, torch.arange(4)) == 0   # no pair of one label: no term
+
+
+def test_feature_statistics_keep_a_small_spread_under_a_large_mean():
+    # a channel of mean 30 and std 0.01 (such channels occur in f's fully connected layer):
+    # E[a^2] - E[a]^2 in float32 loses its variance entirely, and can make it negative
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(6000) % 2
+    x = torch.stack([30 + 0.01 * torch.randn(6000, generator=g),            # the hard channel
+                     0.5 + torch.randn(6000, generator=g).abs()], 1)        # an easy one
+    x[y == 1, 0] += 5                                                        # class 1: mean 35
+    f = nn.Module()
+    f.features = nn.Sequential(nn.ReLU())                         # phi = x, one activation layer
+    (mu, var), = common.feature_statistics(f, x, y, 2, batch=1000)
+    for c in range(2):
+        ref = x[y == c].double()
+        assert torch.allclose(mu[c].double(), ref.mean(0), rtol=1e-6)
+        assert torch.allclose(var[c].double(), ref.var(0, unbiased=False), rtol=1e-3)
+    # all classes together, each weighing the same: the variance of the pooled values
+    (m_all, v_all), = common.mixture_statistics([(mu, var)])
+    assert torch.allclose(v_all[0].double(), x.double().var(0, unbiased=False), rtol=1e-3)
