@@ -49,11 +49,13 @@ density at several arg-max margins (the margin trades the judge's accuracy again
 margin on fresh samples drawn from the same seed.
 Every random draw in measuring starts from SEED, so measuring the same samples twice gives the
 same numbers.
-metrics.json["distillation"]: data-free distillation, how the field scores a generator trained
-against a frozen classifier: a fresh student (the judge's architecture) trained only on G's
-samples to match f's outputs, tested on the real test images; beside it the same student, same
-steps, trained the same way on real training images (it does not depend on G: its score is kept
-in judge.pt and reused while f, the student's settings and the device are the same).
+metrics.json["distillation"]: distillation from G's samples, how the field scores a generator
+trained against a frozen classifier (data-free only where G was: --data-free; the statistics
+priors read the training images through f): a fresh student (the judge's architecture)
+trained only on G's samples to match f's outputs, tested on the real test images; beside it the
+same student, same steps, trained the same way on real training images (it does not depend on
+G: its score is kept in judge.pt and reused while f, the student's settings and the device are
+the same).
 """
 import argparse
 import hashlib
