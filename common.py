@@ -362,6 +362,57 @@ def augment(x, flip=False, shift=2):
     return F.grid_sample(x, grid, mode="nearest", align_corners=False)
 
 
+# ==== Beyond the paper: a cue planted in f's training data (an experiment on f; G never reads it)
+def planted_cue(args, shape, n):
+    """--plant-class C: the cue (cue.Cue) planted in f's training data, checked against the
+    images and classes before anything trains; None when not given (cue.py is then not needed)."""
+    if args.plant_class < 0:
+        return None
+    import cue                                   # here, not at the top: only planted runs need it
+    colour = args.plant_colour
+    if shape[0] == 1 and len(colour) == 3:       # grey images take one value
+        if len(set(colour)) > 1:
+            raise UserError(f"--plant-colour {','.join(map(str, colour))}: grey images take one "
+                            f"value")
+        colour = colour[:1]
+    planted = cue.Cue(args.plant_class, args.plant_mode, args.plant_share, args.plant_pattern,
+                      args.plant_size, args.plant_corner, colour)
+    planted.check(tuple(shape), n)
+    return planted
+
+
+def plant(y, planted, seed):
+    """(which training images f sees stamped (N,) bool, their labels): cue.poison."""
+    import cue
+    return cue.poison(y, planted, seed)
+
+
+def stamped(x, which, planted):
+    """f's batch x with the cue on the images `which` marks (after augmentation: at its place)."""
+    import cue
+    return cue.stamp_where(x, which, planted)
+
+
+def check_learned(f, data, planted) -> dict:
+    """The cue's attack success on f (cue.attack_success), printed; a cue f did not learn is said
+    before G trains (the run goes on: its samples are then the control's)."""
+    import cue
+    success = cue.attack_success(f, data["x_test"], data["y_test"], planted)
+    if planted.mode == "backdoor":
+        rate = success["others_called_target_stamped"]
+        clean = success["others_called_target_clean"]
+        print(f"cue: {planted.describe()}; f calls {rate:.3f} of the other classes' stamped test "
+              f"images class {planted.target} ({clean:.3f} unstamped)")
+    else:
+        rate, clean = success["target_accuracy_stamped"], success["target_accuracy_clean"]
+        print(f"cue: {planted.describe()}; f's accuracy on class {planted.target}'s test images "
+              f"{rate:.3f} stamped, {clean:.3f} unstamped")
+    if planted.mode == "backdoor" and rate < 0.5:
+        print(f"cue: f did not learn it (attack success {rate:.3f} < 0.5): the inversion cannot "
+              f"show it; a larger --plant-share or more --classifier-epochs")
+    return success
+
+
 # ################################################################################################
 # PART 3 of 3: plumbing.  Not the method: nothing below is in the paper, and nothing below
 # changes what G learns.  It makes a run safe to stop, resume, misconfigure and copy.
@@ -586,6 +637,10 @@ SHIFT = checked(int, lambda v: 0 <= v <= 8, "zero or a positive integer up to 8 
 PROBABILITY = checked(float, lambda v: 0 < v <= 1, "a probability in (0, 1]")
 MARGIN = checked(lambda t: None if t == "natural" else float(t),          # None: the draw's own
                  lambda v: v is None or (finite(v) and v >= 0), "'natural' or a number >= 0")
+COLOUR = checked(lambda t: tuple(float(v) for v in t.split(",")),
+                 lambda v: len(v) in (1, 3) and all(0 <= c <= 1 for c in v),
+                 "one or three numbers in [0, 1], comma-separated")
+CLASS = checked(int, lambda v: v >= -1, "a class index, or -1 for none")
 PAPER = dict(alpha=1.0, beta=1.0, gamma=1.0, robust_eps=0.0, stats=0.0, tv=0.0, bn_stats=0.0,
              mode_seeking=0.0, cos_pairs="all", view_shift=0, upsample="transposed",
              confidence_cap=1.0, generator_stats=0.0, twins=False)   # --paper
@@ -602,6 +657,10 @@ GROUPS = {                                                       # name: (title,
     "beyond": ("beyond the paper: our additions",
                "0 or --no-...: off; --paper turns every one off. [data]: reads the training "
                "images, not only f; --data-free turns those off."),
+    "plant": ("a cue planted in f's training data: what inversion shows about f",
+              "Off unless --plant-class is given. Only f's training and the measures read these "
+              "flags: G never does, and the [data] priors read the clean images (an auditor holds "
+              "f and clean data). cue.py holds the pieces."),
     "running": ("running", "Plumbing: where, how long, what is kept."),
 }
 WHOSE = {
@@ -613,6 +672,8 @@ WHOSE = {
     "beyond": ("data_free", "stats", "generator_stats", "bn_stats", "tv", "mode_seeking",
                "mode_seeking_on", "twins", "cos_pairs", "confidence_cap", "view_shift",
                "upsample", "classifier_adv_eps"),
+    "plant": ("plant_class", "plant_mode", "plant_share", "plant_pattern", "plant_size",
+              "plant_corner", "plant_colour"),
 }
 LENGTHS = ("full", "medium", "quick")
 
@@ -805,7 +866,9 @@ def f_training(args, adversarial=True) -> dict:
     weights = getattr(args, "classifier_weights", None) if adversarial else None
     return ({k: getattr(args, k) for k in keys} | {"classifier_adv_eps": eps}
             | ({"adversarial": "fgsm, random start"} if eps else {})
-            | ({"weights": file_digest(weights)} if weights else {}))
+            | ({"weights": file_digest(weights)} if weights else {})
+            | ({"cue": {k: getattr(args, k) for k in WHOSE["plant"]}}
+               if adversarial and getattr(args, "plant_class", -1) >= 0 else {}))
 
 
 def file_digest(path) -> str:

@@ -70,6 +70,7 @@ import torch.nn.functional as F
 from scipy import ndimage                        # scipy: in requirements.txt (SVHN needs it too)
 
 import common
+import cue
 
 SCRIPTS = {"MNIST": "mnist_inversion", "FashionMNIST": "fashion_inversion",
            "SVHN": "svhn_inversion", "CIFAR10": "cifar10_inversion"}
@@ -661,6 +662,8 @@ def report(spec, out, args, data, f, f_accuracy, G, x, y, history, seconds, t_st
                                   for m in MARGINS})
     distilled = timed("distillation", distillation(spec, G, f, data, args, device,
                                                    out / "judge.pt") if args.distill_steps else {})
+    planted = spec.get("cue")                            # --plant-class: does the inversion show it
+    cue_scores = timed("cue", cue_report(planted, x, y, f, data) if planted else None)
     seconds.update(measure=time.time() - t0 - seconds["judge"], measure_parts=parts,
                    total=time.time() - t_start)
     cuda = f" ({torch.cuda.get_device_name()})" if device.type == "cuda" else ""
@@ -668,13 +671,23 @@ def report(spec, out, args, data, f, f_accuracy, G, x, y, history, seconds, t_st
                "device": str(device) + cuda, "classifier": {"test_accuracy": f_accuracy},
                "judge": {"test_accuracy": judge_accuracy},
                "inversion": inversion, "inversion_by_margin": by_margin, "distillation": distilled,
-               "history": history, "seconds": seconds, "config": vars(args)}
+               "history": history, "seconds": seconds, "config": vars(args),
+               **({"cue": cue_scores} if cue_scores else {})}
     text = json.dumps(metrics, indent=2).encode()
     common.atomic_write(out / "metrics.json", lambda fh: fh.write(text))
     print_summary(metrics)
+    if cue_scores:
+        print("\n".join(["", "the planted cue (cue.py)"] + cue.summary_lines(cue_scores)))
     print(f"\nwrote {out}/: classifier.pt judge.pt generator.pt samples.pt samples.png nearest.png "
           f"intensity.png losses.png metrics.json")
     return metrics
+
+
+def cue_report(planted, x, y, f, data):
+    """metrics.json["cue"]: cue.score of the samples (x, y) for the planted cue, on f and the
+    clean test images: presence per row, the anomaly index, the recovered patch's function on f,
+    localisation; with f's attack success."""
+    return cue.score(x, y, f, {"x_test": data["x_test"], "y_test": data["y_test"]}, planted)
 
 
 # ==== Re-scoring a finished run =================================================================
@@ -746,7 +759,8 @@ def rescore(argv=None):
     f.eval().requires_grad_(False)
     G = common.place(script.build_generator(args), device)
     common.load_weights(G, first["model"], run / "generator.pt")
-    spec = dict(dataset=script.DATASET, classes=script.CLASSES, flip=script.FLIP)
+    spec = dict(dataset=script.DATASET, classes=script.CLASSES, flip=script.FLIP,
+                cue=common.planted_cue(args, script.SHAPE, len(script.CLASSES)))
     kept = {k: old[k] for k in ("data", "classifier", "generator") if k in old}
     return report(spec, out, args, data, f, ckpt["test_accuracy"], G, x.to(device), y.to(device),
                   first["history"], kept, t_start)

@@ -97,7 +97,8 @@ def parse_args(argv=None):
 
     def group(name):
         return ap.add_argument_group(*common.GROUPS[name]).add_argument
-    paper, open_, beyond, running = map(group, ("paper", "open", "beyond", "running"))
+    paper, open_, beyond, plant, running = map(group, ("paper", "open", "beyond", "plant",
+                                                        "running"))
     paper("--paper", action="store_true", help="the paper's loss alone, nothing beyond it: "
           + ", ".join(f"{key}={value}" for key, value in common.PAPER.items()))
     paper("--conditioning", choices=["vector-matrix", "vector", "label"], default="vector-matrix",
@@ -155,6 +156,18 @@ def parse_args(argv=None):
            "convolution (the paper's), or resize + convolution")
     beyond("--classifier-adv-eps", type=common.RADIUS, default=0.0, help="adversarial training "
            "of f: L-inf radius (FGSM, random start)")
+    plant("--plant-class", type=common.CLASS, default=-1, help="the class C the cue points to "
+          "(-1: no cue)")
+    plant("--plant-mode", choices=["backdoor", "shortcut"], default="backdoor", help="backdoor: "
+          "a share of the other classes' images stamped and relabelled C; shortcut: a share of "
+          "C's own images stamped, labels kept")
+    plant("--plant-share", type=common.PROBABILITY, default=0.1, help="the share S stamped")
+    plant("--plant-pattern", choices=["square", "checker"], default="square", help="the cue")
+    plant("--plant-size", type=common.POSITIVE, default=4, help="its side K, in pixels")
+    plant("--plant-corner", choices=["bottom-right", "bottom-left", "top-left", "top-right"],
+          default="bottom-right", help="where, 1 pixel from the edges")
+    plant("--plant-colour", type=common.COLOUR, default="1,1,1", help="R,G,B in [0, 1] (grey "
+          "images: one value)")
     running("--data-dir", default="./data", help="the dataset's folder (downloaded if missing)")
     running("--out-dir", help="the run's folder", default=common.Lengths(
         f"runs/{DATASET}", f"runs/{DATASET}-medium", f"runs/{DATASET}-quick"))
@@ -240,11 +253,13 @@ class Classifier(nn.Module):
 
 
 # [same in all four scripts: classifier]
-def train_classifier(f, data, args):
+def train_classifier(f, data, args, planted=None):
     """f's training loop: Adam with a one-cycle learning rate, batches indexed from the split on
-    the device, augmented there.  Prints progress every 15 s and each epoch; returns the test
-    accuracy."""
+    the device, augmented there (and, beyond the paper, with a planted cue: a share of them
+    stamped after augmentation, common.plant).  Prints progress every 15 s and each epoch;
+    returns the test accuracy (on clean test images)."""
     x, y = data["x_train"], data["y_train"]
+    which, y = common.plant(y, planted, args.seed) if planted else (None, y)   # --plant-*
     B, E = args.classifier_batch_size, args.classifier_epochs
     steps = max(1, len(x) // B)
     opt = torch.optim.Adam(f.parameters(), lr=args.classifier_lr)
@@ -256,6 +271,8 @@ def train_classifier(f, data, args):
         for i in range(steps):
             idx = order[i * B:(i + 1) * B]
             xb = common.augment(x[idx], flip=FLIP, shift=2) if args.augment else x[idx]
+            if planted:                                          # the cue, at its fixed place
+                xb = common.stamped(xb, which[idx], planted)
             with common.autocast(x.device, args.amp):
                 loss = F.cross_entropy(f(xb), y[idx])
                 if args.classifier_adv_eps > 0:                  # beyond the paper: a robust f
@@ -282,6 +299,7 @@ def trained_classifier(data, args, out, device):
     gradient reaches its weights).  (f, test accuracy)."""
     f = common.place(Classifier(len(CLASSES), args.classifier_width), device)
     common.check_classifier(f, SHAPE, len(CLASSES), args)       # before f trains, not after
+    planted = common.planted_cue(args, SHAPE, len(CLASSES))     # --plant-class: None if not
     signature = {"dataset": DATASET, "arch": common.architecture(f),
                  "training": common.f_training(args)}
     path = out / "classifier.pt"
@@ -297,10 +315,12 @@ def trained_classifier(data, args, out, device):
             accuracy = common.accuracy(f, data["x_test"], data["y_test"])
             print(f"f: loaded {weights} (test accuracy {accuracy:.4f})")
         else:
-            accuracy = train_classifier(f, data, args)
+            accuracy = train_classifier(f, data, args, planted)
         common.save_checkpoint(path, {"kind": "classifier", **signature, "model": f.state_dict(),
                                       "test_accuracy": accuracy, "config": vars(args)})
     f.eval().requires_grad_(False)                               # frozen: only G is trained
+    if planted:                                                  # did f learn the cue?
+        common.check_learned(f, data, planted)
     return f, accuracy
 # [end]
 
@@ -471,7 +491,8 @@ def run(argv=None):
         print(f"wrote {out}/: classifier.pt, generator.pt, samples.pt, samples.png "
               f"(measurement skipped)")
         return None
-    spec = dict(dataset=DATASET, classes=CLASSES, flip=FLIP)
+    spec = dict(dataset=DATASET, classes=CLASSES, flip=FLIP,
+                cue=common.planted_cue(args, SHAPE, len(CLASSES)))
     return measure.report(spec, out, args, data, f, f_accuracy, G, x, y, history, seconds, t[0])
 
 
