@@ -42,3 +42,16 @@ def ctrl_c():
     old = signal.signal(signal.SIGINT, signal.default_int_handler)
     yield
     signal.signal(signal.SIGINT, old)
+
+
+def refused(capsys, call, *words, code=2):
+    """call() must exit with `code` and say one line holding every word; returns that line."""
+    with pytest.raises(SystemExit) as e:
+        call()
+    err = capsys.readouterr().err
+    lines = [line for line in err.strip().splitlines() if line]
+    assert e.value.code == code, err
+    assert len(lines) == 1 and "Traceback" not in err, err
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+    return lines[0]

@@ -18,25 +18,12 @@ from PIL import Image
 import common
 import formats
 import measure
-from conftest import ROOT, load_script
+from conftest import ROOT, load_script, refused
 
 TINY = ["--fake-data", "--device", "cpu", "--classifier-epochs", "1", "--train-subset", "256",
         "--batch-size", "8", "--width", "16", "--latent-dim", "8", "--hidden", "8",
         "--eval-per-class", "6", "--log-every", "2", "--checkpoint-every", "4",
         "--distill-steps", "2", "--judge-width", "8", "--classifier-width", "8"]
-
-
-def refused(capsys, call, *words, code=2):
-    """call() must exit with `code` and say one line holding every word; returns that line."""
-    with pytest.raises(SystemExit) as e:
-        call()
-    err = capsys.readouterr().err
-    lines = [line for line in err.strip().splitlines() if line]
-    assert e.value.code == code, err
-    assert len(lines) == 1 and "Traceback" not in err, err
-    for word in words:
-        assert word in lines[0], (word, lines[0])
-    return lines[0]
 
 
 # ---- 1. flag values the types let through ------------------------------------------------------

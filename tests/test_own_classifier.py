@@ -7,7 +7,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import common
-from conftest import load_script
+from conftest import load_script, refused
 
 TINY = ["--fake-data", "--dry-run", "--device", "cpu", "--classifier-width", "8", "--width", "16",
         "--latent-dim", "8", "--hidden", "8", "--eval-per-class", "6", "--distill-steps", "0",
@@ -41,15 +41,6 @@ class Nested(nn.Module):
 
     def forward(self, x):
         return self.head(self.features(x))
-
-
-def refused(capsys, call, *words):
-    with pytest.raises(SystemExit) as e:
-        call()
-    err = capsys.readouterr().err.strip()
-    assert e.value.code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, err
-    for word in words:
-        assert word in err, (word, err)
 
 
 def no_training(monkeypatch, mod):

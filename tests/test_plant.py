@@ -8,20 +8,11 @@ import pytest
 import torch
 
 import common
-from conftest import load_script
+from conftest import load_script, refused
 
 TINY = ["--fake-data", "--dry-run", "--device", "cpu", "--classifier-width", "8", "--width", "16",
         "--latent-dim", "8", "--hidden", "8", "--eval-per-class", "6", "--distill-steps", "0",
         "--judge-width", "8"]
-
-
-def refused(capsys, call, *words):
-    with pytest.raises(SystemExit) as e:
-        call()
-    err = capsys.readouterr().err.strip()
-    assert e.value.code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, err
-    for word in words:
-        assert word in err, (word, err)
 
 
 def test_a_planted_run_scores_its_cue_and_its_f_is_kept_apart(tmp_path, capsys):
