@@ -288,15 +288,25 @@ def feature_statistics(f, x_train, y_train, n, batch=2000):
 
 def stats_term(acts, stats, y):
     """DeepInversion's batch-norm prior without batch norm: over f's activation layers, ||mean -
-    mean_data|| + ||var - var_data|| of each class in the batch, averaged over classes present."""
+    mean_data|| + ||var - var_data|| of each class in the batch, averaged over classes present.
+    A class's N images in the batch, per channel: mean = the mean of its image means m_i, and
+    var = the mean of each image's own variance over positions + sum_i (m_i - mean)^2 / (N - 1),
+    which is unbiased for the variance over images and positions that feature_statistics holds
+    (with N - 1 = N, the plain batch variance, it falls short by var(m_i) / N: at 6 images of a
+    class, the prior would ask G for less variety than the data has).  Computed from deviations
+    about the mean, in float32 (E[a^2] - E[a]^2 would cancel)."""
     total = 0.0
-    with torch.autocast(y.device.type, enabled=False):   # float32: E[a^2] - E[a]^2 magnifies bf16
+    with torch.autocast(y.device.type, enabled=False):           # float32 whatever the step's
         for a, (mu, var) in zip(acts, stats):
-            m, sq = channel_moments(a.float())                   # (N, C) each
+            a = a.float()
             Y = F.one_hot(y, len(mu)).float()                    # (N, classes)
-            count = Y.sum(0)[:, None]
-            mean = Y.T @ m / count.clamp_min(1)                  # (classes, C)
-            v = Y.T @ sq / count.clamp_min(1) - mean.square()
+            count = Y.sum(0)[:, None]                            # N of each class
+            m_i = channel_moments(a)[0]                          # image means (N, C)
+            mean = Y.T @ m_i / count.clamp_min(1)                # (classes, C)
+            between = (m_i - mean[y]).square()                   # (m_i - mean)^2   (N, C)
+            centred = a - (mean[y] if a.dim() == 2 else mean[y][:, :, None, None])
+            within = channel_moments(centred)[1] - between       # each image's own variance
+            v = Y.T @ within / count.clamp_min(1) + Y.T @ between / (count - 1).clamp_min(1)
             dist = (mean - mu).norm(dim=1) + (v - var).norm(dim=1)   # (classes,)
             present = (count[:, 0] > 0).float()
             total = total + (dist * present).sum() / present.sum()

@@ -50,14 +50,14 @@ def no_training(monkeypatch, mod):
 def test_activation_layers_nested_in_blocks_are_found_for_the_statistics_prior():
     torch.manual_seed(0)
     f = Nested(bn=True).eval()
-    x, y = torch.rand(20, 1, 28, 28), torch.arange(20) % 10
+    x, y = torch.rand(10, 1, 28, 28).repeat(2, 1, 1, 1), torch.arange(20) % 10   # each class:
     phi, acts, bn = common.activations(f.features, x)
     assert torch.equal(phi, f.features(x))
     assert len(acts) == 3 and len(bn) == 1 and bn[0][1] is f.features[0][0].body[1]
     assert torch.equal(acts[-1], phi)                            # the last ReLU's output is phi
     stats = common.feature_statistics(f, x, y, 10)
     term = common.stats_term(acts, stats, y)
-    assert torch.is_tensor(term) and term.item() == pytest.approx(0, abs=1e-4)   # its own data
+    assert torch.is_tensor(term) and term.item() == pytest.approx(0, abs=1e-4)   # one image twice
     assert common.bn_term(bn).item() > 0
 
 

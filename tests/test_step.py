@@ -201,6 +201,15 @@ def reference_moments(a):
     return a.mean(dims), a.var(dims, unbiased=False)
 
 
+def batch_moments(a):
+    """stats_term's in-batch estimate, from its definition: per channel, the mean; the variance
+    as the mean of each image's own variance over positions plus the unbiased variance (N - 1)
+    of the image means (for (N, C) activations: the unbiased variance itself)."""
+    image_means = a if a.dim() == 2 else a.mean((2, 3))              # (N, C)
+    own = torch.zeros_like(image_means) if a.dim() == 2 else a.var((2, 3), unbiased=False)
+    return image_means.mean(0), own.mean(0) + image_means.var(0, unbiased=True)
+
+
 def test_stats_term_is_zero_at_the_data_statistics_and_grows_away_from_them():
     torch.manual_seed(0)
     mod = load_script("mnist_inversion")
@@ -231,7 +240,7 @@ def test_generator_stats_term_holds_each_generator_to_all_classes_pooled():
     by_hand = 0.0
     for a, (mu_all, var_all) in zip(acts, pooled):
         for part in (a[:4], a[4:7], a[7:]):
-            m, v = reference_moments(part)
+            m, v = batch_moments(part)
             by_hand += ((m - mu_all[0]).norm() + (v - var_all[0]).norm()).item() / 3
     G = common.Generators([common.Generator(width=4, latent_dim=2, hidden=2) for _ in range(3)])
     owner = G.owners(10, torch.device("cpu"))
@@ -258,8 +267,8 @@ def test_per_class_statistics_match_each_class_computed_alone():
     # the term averages over the classes present: one class alone gives its own distance
     _, acts0, _ = common.activations(f.features, x[y == 0] * 0.5)
     one = common.stats_term(acts0, stats, torch.zeros(20, dtype=torch.long))
-    expected = sum((reference_moments(a)[0] - mu[0]).norm()
-                   + (reference_moments(a)[1] - var[0]).norm()
+    expected = sum((batch_moments(a)[0] - mu[0]).norm()
+                   + (batch_moments(a)[1] - var[0]).norm()
                    for a, (mu, var) in zip(acts0, stats))
     assert torch.allclose(one, expected, rtol=1e-4)
 
@@ -285,6 +294,30 @@ def test_worst_case_from_a_random_start_stays_in_the_ball_and_differs_from_fgsm(
     assert not torch.equal(x_rs, common.worst_case(f, x, y, 0.1))
     ce = torch.nn.functional.cross_entropy
     assert ce(f(x_rs), y) > ce(f(x), y)
+
+
+def test_stats_terms_batch_variance_is_unbiased_for_the_datas_even_at_six_images():
+    # the population: 4 channels of 3 x 3 maps, mean 30, spread between images (2) and within
+    # them (0.5); batches of 6 images of one class, as --medium's 64 over 10 classes gives.  The
+    # term is ||v - var|| + ..., so with mean and variance of the data given, it is zero exactly
+    # when the batch's estimate v equals var: find v from the term along a line of variances
+    torch.manual_seed(0)
+    pop = 30 + 2 * torch.randn(100_000, 4, 1, 1) + 0.5 * torch.randn(100_000, 4, 3, 3)
+    mu, var = reference_moments(pop)
+    estimates, plain = [], []
+    for _ in range(1500):
+        a = pop[torch.randint(0, len(pop), (6,))]
+        y = torch.zeros(6, dtype=torch.long)
+        scales = torch.tensor([0.0, 1.0])                      # v from two evaluations:
+        d = [common.stats_term([a], [(a.mean((0, 2, 3))[None], s * var[None])], y)
+             for s in scales]                                  # ||v||, ||v - var||
+        estimates.append(batch_moments(a)[1])
+        plain.append(a.var((0, 2, 3), unbiased=False))
+        assert torch.allclose(d[0], estimates[-1].norm(), rtol=1e-4)
+        assert torch.allclose(d[1], (estimates[-1] - var).norm(), rtol=1e-4)
+    mean_estimate, mean_plain = torch.stack(estimates).mean(0), torch.stack(plain).mean(0)
+    assert ((mean_estimate / var) - 1).abs().max() < 0.05          # unbiased within noise
+    assert ((mean_plain / var) - 1).max() < -0.1                  # the plain one falls short
 
 
 def test_stats_term_stays_in_float32_under_bfloat16_autocast():
