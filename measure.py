@@ -663,7 +663,8 @@ def report(spec, out, args, data, f, f_accuracy, G, x, y, history, seconds, t_st
     distilled = timed("distillation", distillation(spec, G, f, data, args, device,
                                                    out / "judge.pt") if args.distill_steps else {})
     planted = spec.get("cue")                            # --plant-class: does the inversion show it
-    cue_scores = timed("cue", cue_report(planted, x, y, f, data) if planted else None)
+    cue_scores = timed("cue", cue_report(planted, x, y, f, data, spec.get("cue_in_f", True))
+                       if planted else None)
     seconds.update(measure=time.time() - t0 - seconds["judge"], measure_parts=parts,
                    total=time.time() - t_start)
     cuda = f" ({torch.cuda.get_device_name()})" if device.type == "cuda" else ""
@@ -677,17 +678,33 @@ def report(spec, out, args, data, f, f_accuracy, G, x, y, history, seconds, t_st
     common.atomic_write(out / "metrics.json", lambda fh: fh.write(text))
     print_summary(metrics)
     if cue_scores:
-        print("\n".join(["", "the planted cue (cue.py)"] + cue.summary_lines(cue_scores)))
+        title = "the planted cue (cue.py)" if cue_scores["planted_in_f"] else \
+            "the cue of another run, for this run's f trained without it: the control (cue.py)"
+        print("\n".join(["", title] + cue.summary_lines(cue_scores)))
     print(f"\nwrote {out}/: classifier.pt judge.pt generator.pt samples.pt samples.png nearest.png "
           f"intensity.png losses.png metrics.json")
     return metrics
 
 
-def cue_report(planted, x, y, f, data):
-    """metrics.json["cue"]: cue.score of the samples (x, y) for the planted cue, on f and the
-    clean test images: presence per row, the anomaly index, the recovered patch's function on f,
-    localisation; with f's attack success."""
-    return cue.score(x, y, f, {"x_test": data["x_test"], "y_test": data["y_test"]}, planted)
+def cue_report(planted, x, y, f, data, planted_in_f=True):
+    """metrics.json["cue"]: cue.score of the samples (x, y) for the cue, on f and the clean test
+    images: presence per row, the anomaly index, the recovered patch's function on f,
+    localisation; with f's attack success.  planted_in_f: False for a control (f trained clean,
+    scored for another run's cue: measure.py --cue-of)."""
+    scores = cue.score(x, y, f, {"x_test": data["x_test"], "y_test": data["y_test"]}, planted)
+    return {"planted_in_f": planted_in_f, **scores}
+
+
+def cue_of(run, script):
+    """The cue planted in the f of another finished run of the same dataset (its classifier.pt's
+    config), for measure.py --cue-of: a clean run scored for it is that run's control."""
+    ckpt = common.load_checkpoint(run / "classifier.pt", "classifier", {"dataset": script.DATASET})
+    config = {**vars(script.parse_args([])), **ckpt.get("config", {})}
+    planted = common.planted_cue(argparse.Namespace(**config), script.SHAPE, len(script.CLASSES))
+    if planted is None:
+        raise common.UserError(f"{run / 'classifier.pt'}: its f was trained without a planted cue "
+                               f"(no --plant-class); give a planted run to --cue-of")
+    return planted
 
 
 # ==== Re-scoring a finished run =================================================================
@@ -732,6 +749,9 @@ def rescore(argv=None):
     ap.add_argument("--data-dir", help="where the dataset is (default: the run's own --data-dir)")
     ap.add_argument("--device", default="auto", choices=["auto", "cuda", "mps", "cpu"])
     ap.add_argument("--distill-steps", type=common.COUNT, help="default: the run's own")
+    ap.add_argument("--cue-of", metavar="PLANTED_RUN_DIR", help="score the samples for the cue "
+                    "planted in that run's f too: a clean run of the same recipe and seed is its "
+                    "control (default: the run's own cue, if any)")
     cli = ap.parse_args(argv)
     run = Path(cli.run_dir)
     for name in ("generator.pt", "classifier.pt", "samples.pt"):
@@ -741,7 +761,8 @@ def rescore(argv=None):
     if first.get("dataset") not in SCRIPTS:
         raise common.UserError(f"{run / 'generator.pt'} names no dataset of this project")
     script = importlib.import_module(SCRIPTS[first["dataset"]])
-    given = {k: v for k, v in vars(cli).items() if k != "run_dir" and v is not None}
+    given = {k: v for k, v in vars(cli).items() if k not in ("run_dir", "cue_of")
+             and v is not None}
     args = {**vars(script.parse_args([])), **first["config"]}      # flags newer than the run too
     args = argparse.Namespace(**{**args, "out_dir": str(run), "device": cli.device,
                                  "retrain": False, **given})
@@ -759,8 +780,10 @@ def rescore(argv=None):
     f.eval().requires_grad_(False)
     G = common.place(script.build_generator(args), device)
     common.load_weights(G, first["model"], run / "generator.pt")
-    spec = dict(dataset=script.DATASET, classes=script.CLASSES, flip=script.FLIP,
-                cue=common.planted_cue(args, script.SHAPE, len(script.CLASSES)))
+    own = common.planted_cue(args, script.SHAPE, len(script.CLASSES))        # f's own, or None
+    scored = cue_of(Path(cli.cue_of), script) if cli.cue_of else own
+    spec = dict(dataset=script.DATASET, classes=script.CLASSES, flip=script.FLIP, cue=scored,
+                cue_in_f=scored is not None and scored == own)
     kept = {k: old[k] for k in ("data", "classifier", "generator") if k in old}
     return report(spec, out, args, data, f, ckpt["test_accuracy"], G, x.to(device), y.to(device),
                   first["history"], kept, t_start)

@@ -31,6 +31,19 @@ def test_a_planted_run_scores_its_cue_and_its_f_is_kept_apart(tmp_path, capsys):
     mod.main(TINY + ["--out-dir", str(clean)])
     assert "cue" not in json.loads((clean / "metrics.json").read_text())
     refused(capsys, lambda: mod.main(TINY + planted + ["--out-dir", str(clean)]), "--retrain")
+    # the clean run scored for the planted run's cue: the control, marked as one
+    import measure
+    capsys.readouterr()
+    common.run_main(measure.rescore, [str(clean), "--device", "cpu", "--cue-of", str(tmp_path)],
+                    "measure.py")
+    control = json.loads((clean / "metrics.json").read_text())["cue"]
+    assert control["cue"] == saved["cue"]["cue"] and control["planted_in_f"] is False
+    assert saved["cue"]["planted_in_f"] is True
+    assert "the control" in capsys.readouterr().out
+    # a run without a cue cannot lend one
+    refused(capsys, lambda: common.run_main(measure.rescore, [str(tmp_path), "--device", "cpu",
+                                                              "--cue-of", str(clean)],
+                                            "measure.py"), "without a planted cue")
 
 
 def test_the_cue_is_stamped_after_augmentation_on_the_chosen_share(tmp_path, monkeypatch):
