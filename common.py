@@ -86,6 +86,7 @@ class UpBlock(nn.Sequential):
 
 
 MAX_CLASSES = 32          # stage 1's kernel is n x n: at 100 classes it would hold 164M weights
+MASK_SCALE = 50           # --patch: Adam moves the masks' logits 50 x G's learning rate a step
 
 
 class Generator(nn.Module):
@@ -101,7 +102,7 @@ class Generator(nn.Module):
 
     def __init__(self, channels=1, image_size=28, n_classes=10, latent_dim=64, hidden=64,
                  width=128, dropout=0.3, conditioning="vector-matrix", upsample="transposed",
-                 stage1_dropout=0.0):
+                 stage1_dropout=0.0, bases=None, patch_weight=0.0):
         super().__init__()
         if not 2 <= n_classes <= MAX_CLASSES:                   # check_classifier says why
             raise ValueError(f"{n_classes} classes: G takes 2 to {MAX_CLASSES}")
@@ -119,6 +120,10 @@ class Generator(nn.Module):
             UpBlock(width + h_channels, width // 2, n, half, dropout, resize),
             UpBlock(width // 2, width // 4, half, image_size, dropout, resize))   # S/2 -> S
         self.to_image = nn.Conv2d(width // 4, channels, 3, padding=1)
+        self.bases = bases                           # beyond the paper (--patch): see pasted()
+        if bases is not None:
+            self.mask_logits = nn.Parameter(torch.zeros(n, 1, image_size, image_size))  # m = 0.5
+            self.register_buffer("patch_weight", torch.tensor(float(patch_weight)))    # lambda
 
     def forward(self, z, p, H):
         e = self.embed(p.argmax(1) if self.conditioning == "label" else p)   # (N, hidden)
@@ -127,7 +132,18 @@ class Generator(nn.Module):
         if self.conditioning == "vector-matrix":
             h = torch.cat([h, H], dim=1)                         # (N, width+1, n, n)
         h = self.stage2(h)                                       # (N, width/4, S, S)
-        return torch.sigmoid(self.to_image(h))                   # (N, C, S, S) in [0, 1]
+        x = torch.sigmoid(self.to_image(h))                      # (N, C, S, S) in [0, 1]
+        return x if self.bases is None else self.pasted(x, p.argmax(1))
+
+    def pasted(self, x, y):
+        """Beyond the paper (--patch, --audit): Neural Cleanse's question (Wang et al. 2019), what
+        is the smallest region that, pasted over clean images of other classes, makes f say y?
+        asked with G drawing what is pasted (as DeepInspect's generator, Chen et al. 2019):
+        x = (1 - m_y) * base + m_y * G(z, p, H), base a clean training image of a class other
+        than y, m_y = sigmoid(MASK_SCALE * w_y) the mask of class y.  self.mask keeps m_y for
+        patch_term."""
+        self.mask = torch.sigmoid(MASK_SCALE * self.mask_logits[y])          # (N, 1, S, S)
+        return (1 - self.mask) * self.bases.draw(y) + self.mask * x
 
 
 class Generators(nn.ModuleList):
@@ -229,7 +245,7 @@ def robust_term(f, x, y, eps, cap=1.0):
 # turns every one off).  Only two read the training images: the statistics priors (--stats,
 # --generator-stats).  Everything else here needs nothing but f.  (README: "Beyond the paper")
 # ################################################################################################
-READS_TRAINING_IMAGES = ("stats", "generator_stats")             # --data-free turns these off
+READS_TRAINING_IMAGES = ("stats", "generator_stats", "patch")    # --data-free turns these off
 
 # ==== Beyond the paper: image priors ==============================================================
 def activations(features: nn.Module, x):
@@ -370,6 +386,38 @@ def augment(x, flip=False, shift=2):
     theta[:, :, 2] = shifts * 2 / S                              # in units of S/2
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, mode="nearest", align_corners=False)
+
+
+# ==== Beyond the paper: what f needs to say y, pasted on clean images (--patch, --audit) ========
+class OtherClasses:
+    """Clean training images to paste G's picture on (Generator.pasted): draw(y) gives, for each
+    label, an image of another class, the class uniform over the other n - 1, the image uniform
+    within it.  Holds the images by reference (no copy), sorted by class through an index."""
+
+    def __init__(self, x_train, y_train, n):
+        self.x, self.n = x_train, n
+        self.order = torch.argsort(y_train)
+        self.counts = torch.bincount(y_train, minlength=n)
+        self.starts = torch.cumsum(self.counts, 0) - self.counts
+
+    def draw(self, y):
+        other = (y + torch.randint(1, self.n, y.shape, device=y.device)) % self.n   # never y
+        within = (torch.rand(y.shape, device=y.device) * self.counts[other]).long()
+        return self.x[self.order[self.starts[other] + within]]
+
+
+def patch_term(G):
+    """lambda * mean(m_y) over the batch and the mask's pixels, averaged over the K generators:
+    Neural Cleanse's L1 size of the mask (its pixels are in [0, 1])."""
+    return sum(g.patch_weight * g.mask.mean() for g in G) / len(G)
+
+
+def adapt_patch_weight(G, hit, target=0.95, up=1.03):
+    """Neural Cleanse's schedule, every step: lambda times `up` after a step where f(x) = y on at
+    least `target` of the batch, else divided by up^1.5; so each mask shrinks to what f needs.
+    On the device, no sync (a CUDA graph replays it)."""
+    for g in G:
+        g.patch_weight.mul_(torch.where(hit >= target, up, up ** -1.5))
 
 
 # ==== Beyond the paper: a cue planted in f's training data (an experiment on f; G never reads it)
@@ -653,7 +701,8 @@ COLOUR = checked(lambda t: tuple(float(v) for v in t.split(",")),
 CLASS = checked(int, lambda v: v >= -1, "a class index, or -1 for none")
 PAPER = dict(alpha=1.0, beta=1.0, gamma=1.0, robust_eps=0.0, stats=0.0, tv=0.0, bn_stats=0.0,
              mode_seeking=0.0, cos_pairs="all", view_shift=0, upsample="transposed",
-             confidence_cap=1.0, generator_stats=0.0, twins=False)   # --paper
+             confidence_cap=1.0, generator_stats=0.0, twins=False, patch=0.0)   # --paper
+AUDIT = dict(PAPER, alpha=0.0, gamma=0.0, patch=1.0, num_generators=1)   # --audit: L_CE alone
 # Whose each setting is: the --help groups of parse_args, SETTINGS' blocks and the log's lines
 # (tests/test_whose.py keeps the four in step).
 GROUPS = {                                                       # name: (title, description)
@@ -681,7 +730,7 @@ WHOSE = {
              "robust_eps", "margin"),
     "beyond": ("data_free", "stats", "generator_stats", "bn_stats", "tv", "mode_seeking",
                "mode_seeking_on", "twins", "cos_pairs", "confidence_cap", "view_shift",
-               "upsample", "classifier_adv_eps"),
+               "upsample", "classifier_adv_eps", "patch", "audit"),
     "plant": ("plant_class", "plant_mode", "plant_share", "plant_pattern", "plant_size",
               "plant_corner", "plant_colour"),
 }
@@ -729,6 +778,9 @@ def settle(args):
     alone.  Returns args."""
     if args.quick and args.medium:
         raise UserError("--quick and --medium are two lengths; pick one")
+    if args.audit and (args.paper or args.data_free):
+        raise UserError(f"--audit pastes onto clean training images with a loss of its own: it "
+                        f"cannot run with --{'paper' if args.paper else 'data-free'}")
     if args.data_free and (given := [k for k in READS_TRAINING_IMAGES
                                      if not isinstance(getattr(args, k), Lengths)]):
         raise UserError(f"--data-free turns off --{given[0].replace('_', '-')}, which reads the "
@@ -736,7 +788,8 @@ def settle(args):
     length = "quick" if args.quick else "medium" if args.medium else "full"
     for key, value in vars(args).items():
         if isinstance(value, Lengths):
-            value = PAPER[key] if args.paper and key in PAPER else value.values[length]
+            preset = AUDIT if args.audit else PAPER if args.paper else {}
+            value = preset[key] if key in preset else value.values[length]
             setattr(args, key, 0.0 if args.data_free and key in READS_TRAINING_IMAGES else value)
     if args.dry_run:
         for key, cap in DRY_RUN.items():

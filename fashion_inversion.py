@@ -78,6 +78,7 @@ SETTINGS = {
     "cos_pairs":               ("class", "class", "all"),         # the paper's: all
     "view_shift":              0,                                 # f sees shifted views of x
     "upsample":                "transposed",                      # the paper's: transposed
+    "patch":                   0.0,                               # [data] --audit's (0: off)
     # -- running and measuring ---------------------------------------------------------------------
     "train_subset":            (0,     0,        30000),          # 0: every training image
     "log_every":               (100,   100,      50),
@@ -155,6 +156,12 @@ def parse_args(argv=None):
            "(and mirrored where FLIP)")
     beyond("--upsample", choices=["transposed", "resize"], help="G's doublings: transposed "
            "convolution (the paper's), or resize + convolution")
+    beyond("--patch", type=common.WEIGHT, help="[data] Neural Cleanse's question: G's picture "
+           "pasted through a mask of class y onto clean training images of other classes; "
+           "lambda, the mask size's weight at the start (raised while f says y); 0: off")
+    beyond("--audit", action="store_true", help="a preset to see what f relies on for each "
+           "class (docs/audit.md): " + ", ".join(f"{k}={v}" for k, v in common.AUDIT.items()
+                                                 if common.PAPER.get(k) != v) + ", else --paper's")
     beyond("--classifier-adv-eps", type=common.RADIUS, default=0.0, help="adversarial training "
            "of f: L-inf radius (FGSM, random start)")
     plant("--plant-class", type=common.CLASS, default=-1, help="the class C the cue points to "
@@ -330,14 +337,15 @@ def trained_classifier(data, args, out, device):
 # 4. generator G(z, p, H) (Sec. 2)
 # ------------------------------------------------------------------------------------------------
 # [same in all four scripts: generator]
-def build_generator(args):
+def build_generator(args, bases=None):
     """p --Linear--> ++ z --> n x n (stage 1) --> ++ H --> image size (stage 2): common.Generator;
-    --num-generators K of them, trained together (common.Generators: Fig. 2's columns)."""
+    --num-generators K of them, trained together (common.Generators: Fig. 2's columns).
+    bases (--patch): the clean images G's picture is pasted on (common.OtherClasses)."""
     return common.Generators([common.Generator(
         channels=SHAPE[0], image_size=SHAPE[1], n_classes=len(CLASSES), latent_dim=args.latent_dim,
         hidden=args.hidden, width=args.width, dropout=args.dropout, conditioning=args.conditioning,
-        upsample=args.upsample, stage1_dropout=args.stage1_dropout)
-        for _ in range(args.num_generators)])
+        upsample=args.upsample, stage1_dropout=args.stage1_dropout, bases=bases,
+        patch_weight=args.patch) for _ in range(args.num_generators)])
 # [end]
 
 
@@ -385,11 +393,15 @@ def inversion_step(G, f, opt, args, stats, device):
         if args.mode_seeking > 0:                                # other z, other pictures
             seek = x if args.mode_seeking_on == "pixels" else phi
             priors["mode_seeking"] = args.mode_seeking * common.mode_seeking_term(seek, z, pairs)
+        if args.patch > 0:                                       # Neural Cleanse: lambda mean(m)
+            priors["patch"] = common.patch_term(G)
         loss = sum(priors.values(), L_inv + robust)
     opt.zero_grad(set_to_none=True)
     loss.backward()                                              # f frozen: only G gets gradients
     opt.step()
     hit = (logits.argmax(1) == y).float().mean()                 # f labels x as y
+    if args.patch > 0:                                           # lambda up while f says y
+        common.adapt_patch_weight(G, hit)
     terms = {"alpha*L_KL": args.alpha * L_KL, "beta*L_CE": args.beta * L_CE,  # as they enter
              "gamma*L_cos": args.gamma * L_cos, "L_inv": L_inv,              # the loss
              "robust": robust, **priors, "loss": loss, "f(x)=y": hit}
@@ -398,13 +410,13 @@ def inversion_step(G, f, opt, args, stats, device):
 
 
 # [same in all four scripts: generator loop]
-def train_generator(f, stats, args, out, device):
+def train_generator(f, stats, bases, args, out, device):
     """G's training loop: Adam on G's weights only, --generator-steps inversion_steps; a line of
     the mean terms every --log-every steps (and every 15 s); generator.pt every
     --checkpoint-every steps and at the end.  Returns (G, the history of the printed lines).
     The plumbing is in common: --resume, Ctrl-C (save, then exit), the CUDA graph."""
     torch.manual_seed(args.seed)                                 # the same, f cached or not
-    G = common.place(build_generator(args), device).train()
+    G = common.place(build_generator(args, bases), device).train()
     graph = args.cuda_graph and device.type == "cuda"            # --cuda-graph: the step replayed
     opt = torch.optim.Adam(G.parameters(), lr=args.lr, betas=(0.5, 0.999), capturable=graph)
     path, signature = out / "generator.pt", {"dataset": DATASET, "arch": common.architecture(G)}
@@ -483,8 +495,10 @@ def run(argv=None):
     f, f_accuracy = trained_classifier(data, args, out, device)              # 3. f, trained, frozen
     stats = (common.feature_statistics(f, data["x_train"], data["y_train"], len(CLASSES))
              if args.stats > 0 or args.generator_stats > 0 else None)   # only the [data] priors'
+    bases = (common.OtherClasses(data["x_train"], data["y_train"], len(CLASSES))
+             if args.patch > 0 else None)                       # --patch: clean images, not f's
     t.append(time.time())
-    G, history = train_generator(f, stats, args, out, device)               # 4.-5. G against f
+    G, history = train_generator(f, stats, bases, args, out, device)        # 4.-5. G against f
     t.append(time.time())
     x, y = save_samples(G, args, out, device)                                # 6. Fig. 2, samples.pt
     seconds = dict(zip(["data", "classifier", "generator"], [b - a for a, b in zip(t, t[1:])]))

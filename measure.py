@@ -778,7 +778,9 @@ def rescore(argv=None):
     ckpt = common.load_checkpoint(run / "classifier.pt", "classifier", signature)
     common.load_weights(f, ckpt["model"], run / "classifier.pt")
     f.eval().requires_grad_(False)
-    G = common.place(script.build_generator(args), device)
+    bases = (common.OtherClasses(data["x_train"], data["y_train"], len(script.CLASSES))
+             if args.patch > 0 else None)                      # --patch: pasted on clean images
+    G = common.place(script.build_generator(args, bases), device)
     common.load_weights(G, first["model"], run / "generator.pt")
     own = common.planted_cue(args, script.SHAPE, len(script.CLASSES))        # f's own, or None
     scored = cue_of(Path(cli.cue_of), script) if cli.cue_of else own
