@@ -13,6 +13,11 @@ sys.path.insert(0, str(ROOT))
 torch.set_num_threads(2)
 
 SCRIPTS = ["mnist_inversion", "fashion_inversion", "svhn_inversion", "cifar10_inversion"]
+# a dry run on fake data with small networks, for tests where the widths do not matter (a dry run
+# keeps the full widths, and the colour sets' f takes most of its half minute on a slow CPU)
+TINY = ["--fake-data", "--dry-run", "--device", "cpu", "--classifier-width", "8", "--width", "16",
+        "--latent-dim", "8", "--hidden", "8", "--eval-per-class", "6", "--distill-steps", "0",
+        "--judge-width", "8"]
 
 
 def load_script(name):

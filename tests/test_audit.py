@@ -7,11 +7,8 @@ import pytest
 import torch
 
 import common
-from conftest import load_script, refused
+from conftest import TINY, load_script, refused
 
-TINY = ["--fake-data", "--dry-run", "--device", "cpu", "--classifier-width", "8", "--width", "16",
-        "--latent-dim", "8", "--hidden", "8", "--eval-per-class", "6", "--distill-steps", "0",
-        "--judge-width", "8"]
 
 
 def labelled_images(n=5, per=7):

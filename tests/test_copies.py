@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT, SCRIPTS
+from conftest import ROOT, SCRIPTS, TINY
 
 REGION = re.compile(r"^# \[same in all four scripts: (.+?)\]\n(.*?)^# \[end\]$", re.M | re.S)
 SECTIONS = re.compile(r"^# (\d)\. (\w+)", re.M)
@@ -62,8 +62,7 @@ def test_same_sections_in_the_same_order_and_no_framework_entry_point():
 def test_a_script_copied_with_common_alone_runs_and_skips_measurement(tmp_path):
     for name in ("cifar10_inversion.py", "common.py"):
         shutil.copy(ROOT / name, tmp_path / name)
-    result = subprocess.run([sys.executable, "cifar10_inversion.py", "--fake-data", "--dry-run",
-                             "--device", "cpu", "--out-dir", "out"],
+    result = subprocess.run([sys.executable, "cifar10_inversion.py", *TINY, "--out-dir", "out"],
                             cwd=tmp_path, capture_output=True, text=True, timeout=300,
                             env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
     assert result.returncode == 0, result.stderr

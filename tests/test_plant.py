@@ -8,11 +8,8 @@ import pytest
 import torch
 
 import common
-from conftest import load_script, refused
+from conftest import TINY, load_script, refused
 
-TINY = ["--fake-data", "--dry-run", "--device", "cpu", "--classifier-width", "8", "--width", "16",
-        "--latent-dim", "8", "--hidden", "8", "--eval-per-class", "6", "--distill-steps", "0",
-        "--judge-width", "8"]
 
 
 def test_a_planted_run_scores_its_cue_and_its_f_is_kept_apart(tmp_path, capsys):

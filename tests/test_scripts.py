@@ -12,7 +12,7 @@ import torchvision
 
 import common
 import formats
-from conftest import ROOT, SCRIPTS, load_script
+from conftest import ROOT, SCRIPTS, TINY, load_script
 
 OUTPUTS = ["classifier.pt", "judge.pt", "generator.pt", "samples.pt", "samples.png", "nearest.png",
            "intensity.png", "losses.png", "metrics.json"]
@@ -251,8 +251,8 @@ def test_frechet_scale_tool_scores_a_finished_run(tmp_path):
 @pytest.mark.slow
 def test_measure_alone_rescores_a_finished_run_and_refuses_a_folder_that_is_not_one(tmp_path):
     out = tmp_path / "run"
-    first = load_script("svhn_inversion").main(["--fake-data", "--dry-run", "--device", "cpu",
-                                                "--out-dir", str(out), "--eval-per-class", "4"])
+    first = load_script("svhn_inversion").main(TINY + ["--out-dir", str(out),
+                                                       "--eval-per-class", "4"])
     (out / "metrics.json").unlink()
     result = subprocess.run([sys.executable, str(ROOT / "measure.py"), str(out), "--device", "cpu"],
                             capture_output=True, text=True, timeout=300)

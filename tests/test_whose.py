@@ -6,7 +6,7 @@ import re
 import pytest
 
 import common
-from conftest import ROOT, SCRIPTS, load_script
+from conftest import ROOT, SCRIPTS, TINY, load_script
 
 HEADERS = {"what the paper leaves open": "open", "beyond the paper": "beyond",
            "running and measuring": "running"}
@@ -100,7 +100,7 @@ def test_the_log_says_whose_each_setting_is_and_what_g_reads(capsys):
 
 def test_a_data_free_run_never_reads_the_training_images_for_g(tmp_path, monkeypatch, capsys):
     mod = load_script("svhn_inversion")
-    args = ["--fake-data", "--dry-run", "--device", "cpu", "--distill-steps", "0"]
+    args = TINY
     mod.main(args + ["--out-dir", str(tmp_path / "with")])       # the defaults read them
     assert "G learns from f and the training images" in capsys.readouterr().out
 
