@@ -930,6 +930,7 @@ def f_training(args, adversarial=True) -> dict:
     return ({k: getattr(args, k) for k in keys} | {"classifier_adv_eps": eps}
             | ({"adversarial": "fgsm, random start"} if eps else {})
             | ({"weights": file_digest(weights)} if weights else {})
+            | ({"validation": True} if getattr(args, "validation", False) else {})
             | ({"cue": {k: getattr(args, k) for k in WHOSE["plant"]}}
                if adversarial and getattr(args, "plant_class", -1) >= 0 else {}))
 
@@ -1088,6 +1089,20 @@ def fake_splits(shape, n_classes=10, n_train=3000, n_test=1000, seed=1234):
     return splits
 
 
+VALIDATION_SEED = 20261205         # --validation's draw: the same held-out images for every --seed
+
+
+def validation_split(x, y, n_test):
+    """--validation: a sixth of the training images (at most as many as the test set has), drawn
+    by a fixed seed and held out of every training (f, the judge, the students); they stand in
+    for the test set, which the run never reads.  Levers are chosen on this split, and the test
+    set scores the chosen defaults once.  ((x, y) kept, (x, y) held out), each in its old order."""
+    n = min(n_test, len(y) // 6)
+    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(VALIDATION_SEED))
+    kept, held = order[n:].sort().values, order[:n].sort().values
+    return (x[kept], y[kept]), (x[held], y[held])
+
+
 def to_device(train, test, shape, n_classes, args, device):
     """(x uint8 (N, C, H, W), y) per split -> {"x_train", ...} on the device, x float in [0, 1].
     Refused before anything trains: images of another shape, labels outside 0..n-1, a class
@@ -1097,6 +1112,10 @@ def to_device(train, test, shape, n_classes, args, device):
     if tuple(x_tr.shape[1:]) != tuple(shape) or len(x_tr) != len(y_tr) or len(x_te) != len(y_te):
         raise UserError(f"the dataset's images have shape {tuple(x_tr.shape[1:])}, "
                         f"expected {tuple(shape)}")
+    split = "test"
+    if getattr(args, "validation", False):
+        (x_tr, y_tr), (x_te, y_te) = validation_split(x_tr, y_tr, len(y_te))
+        split = "validation"
     if args.train_subset:
         x_tr, y_tr = x_tr[:args.train_subset], y_tr[:args.train_subset]
     if args.dry_run:
@@ -1107,8 +1126,8 @@ def to_device(train, test, shape, n_classes, args, device):
         if missing := sorted(set(range(n_classes)) - set(y.unique().tolist())):
             raise UserError(f"no {name} image of class {missing[0]} (of {len(missing)} missing) in "
                             f"the {len(y)} used; a larger --train-subset (or 0: all) is needed")
-    print(f"data: {len(x_tr)} training and {len(x_te)} test images of shape {tuple(shape)} "
-          f"on {device}")
+    print(f"data: {len(x_tr)} training and {len(x_te)} {split} images of shape {tuple(shape)} "
+          f"on {device}" + (" (the test set unread: --validation)" if split != "test" else ""))
 
     def to(x):                                                   # uint8 crosses to the device
         return place(x.to(device), device).float().div_(255)

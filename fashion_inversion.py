@@ -191,6 +191,8 @@ def parse_args(argv=None):
     running("--resume", action="store_true", help="continue G from --out-dir's generator.pt")
     running("--retrain", action="store_true", help="train f (and the judge) again")
     running("--train-subset", type=common.COUNT, help="the first K training images (0: all)")
+    running("--validation", action="store_true", help="hold a sixth of the training images out "
+            "and measure on them, the test set unread: for choosing levers")
     running("--log-every", type=common.POSITIVE, help="steps between G's loss lines")
     running("--checkpoint-every", type=common.POSITIVE, default=500, help="steps between saves")
     running("--eval-per-class", type=common.POSITIVE, help="samples per class in samples.pt")

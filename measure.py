@@ -162,6 +162,7 @@ def real_student_key(f, args, B, device) -> str:
         h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     how = {k: getattr(args, k) for k in ("distill_steps", "judge_width", "classifier_lr",
                                          "augment", "train_subset", "fake_data", "seed")}
+    how |= {"validation": True} if getattr(args, "validation", False) else {}
     h.update(json.dumps({**how, "batch_size": B, "device": device.type}, sort_keys=True).encode())
     return h.hexdigest()
 
@@ -626,7 +627,9 @@ def print_summary(metrics):
               if k.startswith("from")],
             ("seconds, total", metrics["seconds"]["total"])]
     margin = metrics["config"]["margin"]                  # None: natural; 0 is a margin
-    print(f"\nsummary (samples at margin {'natural' if margin is None else margin})")
+    split = metrics.get("split", "test")           # every "test" below: this split's images
+    print(f"\nsummary (samples at margin {'natural' if margin is None else margin}; real images: "
+          f"the {split} split" + (", the test set unread)" if split != "test" else ")"))
     for name, value in rows:
         shown = ("  not measured (too few samples)" if value is None
                  else value if isinstance(value, str) else f"{value:10.4f}")
@@ -669,6 +672,7 @@ def report(spec, out, args, data, f, f_accuracy, G, x, y, history, seconds, t_st
                    total=time.time() - t_start)
     cuda = f" ({torch.cuda.get_device_name()})" if device.type == "cuda" else ""
     metrics = {"dataset": spec["dataset"], "fake_data": args.fake_data,
+               "split": "validation" if getattr(args, "validation", False) else "test",
                "device": str(device) + cuda, "classifier": {"test_accuracy": f_accuracy},
                "judge": {"test_accuracy": judge_accuracy},
                "inversion": inversion, "inversion_by_margin": by_margin, "distillation": distilled,
