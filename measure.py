@@ -6,7 +6,7 @@ this file re-scores a finished run from the files in its --out-dir:
     python measure.py runs/FashionMNIST                 # --data-dir, --device as for the scripts
 
 It writes into the run's folder judge.pt (cached, and with it the score of the student on real
-images, below), metrics.json, nearest.png, intensity.png and losses.png, and prints a summary.
+images, below), judge2.pt (the second judge, cached), metrics.json, nearest.png, intensity.png and losses.png, and prints a summary.
 metrics.json["inversion"], for the samples of samples.pt:
   target_accuracy      the fraction f labels as asked (per class too); mean_confidence
   judge_accuracy       the same for the judge: a batch-norm ReLU CNN with average pooling, trained
@@ -28,6 +28,10 @@ metrics.json["inversion"], for the samples of samples.pt:
                        k = 5): per sample, how many real images' balls (5th nearest) it lies in,
                        over 5, averaged (about 1 for samples drawn as the real are, more where
                        they crowd); _real: as for recall
+  second_judge         judge_accuracy, recall, precision, coverage, density (with _real) as
+                       above, in the features of a second judge of another family (residual
+                       blocks, strided, global average pooling; out/judge2.pt): a lever counts
+                       only where both judges agree
   own_generator_share  with K > 1 generators: per class, the share of each sample's 3 nearest
                        samples (judge's features) made by its own generator; _chance: the share
                        of its class's other samples that are its own (near 1: one picture per
@@ -58,6 +62,7 @@ G: its score is kept in judge.pt and reused while f, the student's settings and 
 the same).
 """
 import argparse
+import contextlib
 import hashlib
 import importlib
 import json
@@ -100,6 +105,41 @@ class Judge(nn.Module):
         return self.head(self.features(x))
 
 
+class Residual(nn.Module):
+    """Two 3x3 convolutions with batch norm, added to the input (a 1x1 convolution where the
+    shape changes): the residual block of He et al. 2016."""
+
+    def __init__(self, c_in, c_out, stride=1):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(),
+            nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False), nn.BatchNorm2d(c_out))
+        self.skip = (nn.Identity() if stride == 1 and c_in == c_out else
+                     nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False),
+                                   nn.BatchNorm2d(c_out)))
+
+    def forward(self, x):
+        return F.relu(self.body(x) + self.skip(x))
+
+
+class SecondJudge(nn.Module):
+    """The second judge, of another family than the first: residual blocks with strided
+    down-sampling and global average pooling.  A lever counts only where both judges agree."""
+
+    def __init__(self, channels=1, n_classes=10, width=32):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(channels, width, 3, padding=1, bias=False), nn.BatchNorm2d(width),
+            nn.ReLU(), Residual(width, width),                              # (w, S, S)
+            Residual(width, 2 * width, stride=2),                           # (2w, S/2, S/2)
+            Residual(2 * width, 4 * width, stride=2),                       # (4w, S/4, S/4)
+            nn.AdaptiveAvgPool2d(1), nn.Flatten())                          # (4w,)
+        self.head = nn.Linear(4 * width, n_classes)
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
 def fit(model, draw, steps, lr, name):
     """Train model on `steps` batches (x, target) = draw() (target: labels or probabilities), Adam
     with a one-cycle learning rate; a progress line every 15 s.  Returns the model in eval mode."""
@@ -129,15 +169,16 @@ def batches(x, target, size, spec, args):
     return draw
 
 
-def trained_judge(spec, data, args, out, device):
-    """The judge from out/judge.pt, or trained as f is (same data, epochs, batch size, learning
-    rate, augmentation; never adversarially) and saved there.  (judge, test accuracy, seconds
-    training)."""
-    judge = Judge(data["x_train"].shape[1], len(spec["classes"]), args.judge_width)
+def trained_judge(spec, data, args, out, device, second=False):
+    """The judge from out/judge.pt (second: SecondJudge, out/judge2.pt), or trained as f is (same
+    data, epochs, batch size, learning rate, augmentation; never adversarially) and saved there.
+    (judge, test accuracy, seconds training)."""
+    judge = (SecondJudge if second else Judge)(data["x_train"].shape[1], len(spec["classes"]),
+                                               args.judge_width)
     judge = common.place(judge, device)
     signature = {"dataset": spec["dataset"], "arch": common.architecture(judge),
                  "training": common.f_training(args, adversarial=False)}   # never adversarial
-    path = out / "judge.pt"
+    path = out / ("judge2.pt" if second else "judge.pt")
     if path.exists() and not args.retrain:
         ckpt = common.load_checkpoint(path, "judge", signature)
         common.load_weights(judge, ckpt["model"], path)
@@ -145,9 +186,10 @@ def trained_judge(spec, data, args, out, device):
     t0, B = time.time(), args.classifier_batch_size
     steps = args.classifier_epochs * max(1, len(data["x_train"]) // B)
     draw = batches(data["x_train"], data["y_train"], B, spec, args)
-    fit(judge, draw, steps, args.classifier_lr, "judge")
+    name = "second judge" if second else "judge"
+    fit(judge, draw, steps, args.classifier_lr, name)
     accuracy = common.accuracy(judge, data["x_test"], data["y_test"])
-    print(f"judge: test accuracy {accuracy:.4f}, {time.time() - t0:.0f}s")
+    print(f"{name}: test accuracy {accuracy:.4f}, {time.time() - t0:.0f}s")
     common.save_checkpoint(path, {"kind": "judge", **signature, "model": judge.state_dict(),
                                   "test_accuracy": accuracy})
     return judge, accuracy, time.time() - t0
@@ -381,6 +423,14 @@ def features_of(model, x, batch=1000):
     return torch.cat([model.features(chunk).flatten(1).float() for chunk in x.split(batch)])
 
 
+@contextlib.contextmanager
+def apart(device, seed):
+    """A block whose random draws start from seed and leave the run's random state as it was."""
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        yield
+
+
 def seeded():
     """A CPU random generator at SEED: each random draw in measuring starts from one, so the same
     samples measured twice give the same numbers, whatever the global random state."""
@@ -494,6 +544,20 @@ def inversion_metrics(images, labels, f, judge, data, n_classes, real_feats, K=1
         **({"pieces": strokes(images, matched)} if images.shape[1] == 1 else {}),
         "ripple": ripple(images, matched),
     }
+
+
+@torch.no_grad()
+def second_judge_metrics(images, labels, judge, data, n_classes):
+    """metrics.json["inversion"]["second_judge"]: the judge's accuracy on the samples, recall,
+    precision, coverage and density (each with its real-versus-real reference) in the features
+    of a judge of another family, measured as for the first."""
+    pred = torch.cat([judge(c).argmax(1) for c in images.split(1000)])
+    measured = variety(features_of(judge, images), labels, features_of(judge, data["x_test"]),
+                       data["y_test"], n_classes)
+    keys = [k + real for k in ("recall", "precision", "coverage", "density")
+            for real in ("", "_real")]
+    return {"judge_accuracy": (pred == labels).float().mean().item(),
+            **{k: measured[k] for k in keys}}
 
 
 @torch.no_grad()
@@ -614,6 +678,12 @@ def print_summary(metrics):
             ("  real test images", inv["feature_cosine_judge_real"]),
             ("judge features: recall, k=3", paired(inv, "recall", "precision")),
             ("judge features: coverage, k=5", paired(inv, "coverage", "density")),
+            *([("second judge (residual) test accuracy",
+                metrics["second_judge"]["test_accuracy"]),
+               ("  its accuracy on samples", inv["second_judge"]["judge_accuracy"]),
+               ("  its features: recall", paired(inv["second_judge"], "recall", "precision")),
+               ("  its features: coverage", paired(inv["second_judge"], "coverage", "density"))]
+              if "second_judge" in inv else []),
             *([("3 nearest from their own generator", inv["own_generator_share"]),
                ("  chance", inv["own_generator_chance"])]
               if inv.get("own_generator_share") is not None else []),
@@ -648,6 +718,9 @@ def report(spec, out, args, data, f, f_accuracy, G, x, y, history, seconds, t_st
     spec: {"dataset", "classes", "flip"} of the script.  Returns metrics.json's content."""
     t0, n, device = time.time(), len(spec["classes"]), x.device
     judge, judge_accuracy, seconds["judge"] = trained_judge(spec, data, args, out, device)
+    with apart(device, SEED + 1):          # the same second judge, trained now or on a rescore
+        second, second_accuracy, seconds["second_judge"] = trained_judge(spec, data, args, out,
+                                                                          device, second=True)
     common.sampling_mode(G)
     parts, t = {}, time.time()                          # seconds of each part of the measuring
 
@@ -658,6 +731,7 @@ def report(spec, out, args, data, f, f_accuracy, G, x, y, history, seconds, t_st
     real_feats = features_of(judge, data["x_test"])     # once for the samples and every margin
     inversion = timed("metrics", inversion_metrics(x, y, f, judge, data, n, real_feats,
                                                          len(G)))
+    inversion["second_judge"] = timed("second judge", second_judge_metrics(x, y, second, data, n))
     timed("figures", figures(spec, out, G, x, y, data, history, args.seed))
     by_margin = timed("margins", {("natural" if m is None else f"{m:g}"):
                                   margin_scores(G, f, judge, data, n, m, args.eval_per_class,
@@ -668,13 +742,15 @@ def report(spec, out, args, data, f, f_accuracy, G, x, y, history, seconds, t_st
     planted = spec.get("cue")                            # --plant-class: does the inversion show it
     cue_scores = timed("cue", cue_report(planted, x, y, f, data, spec.get("cue_in_f", True))
                        if planted else None)
-    seconds.update(measure=time.time() - t0 - seconds["judge"], measure_parts=parts,
+    seconds.update(measure=time.time() - t0 - seconds["judge"] - seconds["second_judge"],
+                   measure_parts=parts,
                    total=time.time() - t_start)
     cuda = f" ({torch.cuda.get_device_name()})" if device.type == "cuda" else ""
     metrics = {"dataset": spec["dataset"], "fake_data": args.fake_data,
                "split": "validation" if getattr(args, "validation", False) else "test",
                "device": str(device) + cuda, "classifier": {"test_accuracy": f_accuracy},
                "judge": {"test_accuracy": judge_accuracy},
+               "second_judge": {"test_accuracy": second_accuracy, "family": "residual"},
                "inversion": inversion, "inversion_by_margin": by_margin, "distillation": distilled,
                "history": history, "seconds": seconds, "config": vars(args),
                **({"cue": cue_scores} if cue_scores else {})}
@@ -685,8 +761,8 @@ def report(spec, out, args, data, f, f_accuracy, G, x, y, history, seconds, t_st
         title = "the planted cue (cue.py)" if cue_scores["planted_in_f"] else \
             "the cue of another run, for this run's f trained without it: the control (cue.py)"
         print("\n".join(["", title] + cue.summary_lines(cue_scores)))
-    print(f"\nwrote {out}/: classifier.pt judge.pt generator.pt samples.pt samples.png nearest.png "
-          f"intensity.png losses.png metrics.json")
+    print(f"\nwrote {out}/: classifier.pt judge.pt judge2.pt generator.pt samples.pt samples.png "
+          f"nearest.png intensity.png losses.png metrics.json")
     return metrics
 
 

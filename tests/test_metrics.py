@@ -78,6 +78,40 @@ def test_inversion_metrics_on_real_images_score_like_real_data():
     assert len(m["per_class_target_accuracy"]) == 10
 
 
+def test_the_second_judge_is_another_family_and_scores_in_its_own_features():
+    first, second = measure.Judge(1, 10, 8), measure.SecondJudge(1, 10, 8)
+    assert common.architecture(first) != common.architecture(second)
+    assert any(isinstance(m, measure.Residual) for m in second.modules())
+    assert not any(isinstance(m, measure.Residual) for m in first.modules())
+    torch.manual_seed(0)
+    x, y = torch.rand(240, 1, 8, 8), torch.arange(240) % 10
+    x[:, :, 0, 0] = y[:, None].float() / 10                        # the label in pixel 0
+    order = torch.randperm(240)
+    data = {"x_test": x[order], "y_test": y[order]}
+    samples = x + 0.3 * torch.rand_like(x)
+
+    class Reader(torch.nn.Module):                   # features: pixel 0 and one more; logits
+        def __init__(self, other):
+            super().__init__()
+            self.other = other
+            self.features = lambda img: img.flatten(1)[:, [0, other]]
+
+        def forward(self, img):
+            return torch.nn.functional.one_hot((img[:, 0, 0, 0] * 10 + 0.5).long() % 10, 10)
+    for other in (5, 40):
+        judge = Reader(other)
+        got = measure.second_judge_metrics(samples, y, judge, data, 10)
+        # from the definitions' code, in these features: recall and the rest as for the first
+        want = measure.variety(judge.features(samples), y, judge.features(data["x_test"]),
+                               data["y_test"], 10)
+        assert None not in got.values()
+        assert {k: got[k] for k in want if k in got} == pytest.approx(
+            {k: want[k] for k in got if k in want})
+        assert got["judge_accuracy"] == pytest.approx(
+            ((judge(samples).argmax(1)) == y).float().mean().item())
+    assert measure.second_judge_metrics(samples, y, Reader(5), data, 10) != got   # its features
+
+
 def test_feature_cosine_measures_what_the_cosine_term_trains():
     torch.manual_seed(0)
     phi = torch.randn(30, 16) + 2.0

@@ -14,8 +14,8 @@ import common
 import formats
 from conftest import ROOT, SCRIPTS, TINY, load_script
 
-OUTPUTS = ["classifier.pt", "judge.pt", "generator.pt", "samples.pt", "samples.png", "nearest.png",
-           "intensity.png", "losses.png", "metrics.json"]
+OUTPUTS = ["classifier.pt", "judge.pt", "judge2.pt", "generator.pt", "samples.pt", "samples.png",
+           "nearest.png", "intensity.png", "losses.png", "metrics.json"]
 
 
 def finite(obj):
@@ -254,6 +254,7 @@ def test_measure_alone_rescores_a_finished_run_and_refuses_a_folder_that_is_not_
     first = load_script("svhn_inversion").main(TINY + ["--out-dir", str(out),
                                                        "--eval-per-class", "4"])
     (out / "metrics.json").unlink()
+    (out / "judge2.pt").unlink()                    # trained again on the rescore: the same judge
     result = subprocess.run([sys.executable, str(ROOT / "measure.py"), str(out), "--device", "cpu"],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
@@ -262,6 +263,9 @@ def test_measure_alone_rescores_a_finished_run_and_refuses_a_folder_that_is_not_
     # same samples.pt
     for key in ("target_accuracy", "judge_accuracy", "diversity_ratio", "nn_distance"):
         assert again["inversion"][key] == pytest.approx(first["inversion"][key], abs=1e-6), key
+    assert again["second_judge"] == pytest.approx(first["second_judge"], abs=1e-6)
+    assert again["inversion"]["second_judge"] == pytest.approx(first["inversion"]["second_judge"],
+                                                               abs=1e-6)
     result = subprocess.run([sys.executable, str(ROOT / "measure.py"), str(tmp_path / "nowhere")],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "Traceback" not in result.stderr
