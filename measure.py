@@ -6,7 +6,8 @@ this file re-scores a finished run from the files in its --out-dir:
     python measure.py runs/FashionMNIST                 # --data-dir, --device as for the scripts
 
 It writes into the run's folder judge.pt (cached, and with it the score of the student on real
-images, below), judge2.pt (the second judge, cached), metrics.json, nearest.png, intensity.png and losses.png, and prints a summary.
+images, below), judge2.pt (the second judge, cached), metrics.json, nearest.png, intensity.png
+and losses.png, and prints a summary.
 metrics.json["inversion"], for the samples of samples.pt:
   target_accuracy      the fraction f labels as asked (per class too); mean_confidence
   judge_accuracy       the same for the judge: a batch-norm ReLU CNN with average pooling, trained
