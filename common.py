@@ -412,6 +412,14 @@ def patch_term(G):
     return sum(g.patch_weight * g.mask.mean() for g in G) / len(G)
 
 
+def masks_of(G):
+    """(n, 1, S, S): each class's mask m_y = sigmoid(MASK_SCALE * w_y), the mean over the K
+    generators; None for a G without masks (no --patch).  For measuring (cue.mask_scores)."""
+    if getattr(G[0], "bases", None) is None:
+        return None
+    return torch.stack([torch.sigmoid(MASK_SCALE * g.mask_logits.detach()) for g in G]).mean(0)
+
+
 def adapt_patch_weight(G, hit, target=0.95, up=1.03):
     """Neural Cleanse's schedule, every step: lambda times `up` after a step where f(x) = y on at
     least `target` of the batch, else divided by up^1.5; so each mask shrinks to what f needs.

@@ -22,6 +22,9 @@ never stamped except here, to measure.  Measures of a finished run's samples (al
                   classes: does f answer C, beside the true cue and a random patch
   localisation    IoU with the cue's region of the pixels where C's mean sample differs most from
                   the other classes' mean samples
+
+With --patch (--audit), G's masks m_y are read too (mask_scores): each class's mask area and
+Neural Cleanse's anomaly index on it (the smallest stands out), and where C's mask lies.
 """
 import math
 import statistics
@@ -38,6 +41,7 @@ MARGIN = 1                           # pixels between the patch and the edges of
 CONSISTENCY = 1.4826                 # MAD of a normal distribution -> its standard deviation
 FLAG_ABOVE = 2.0                     # anomaly index above which a class is flagged (Neural Cleanse)
 MAD_FLOOR = 0.01                     # smallest MAD anomaly_index divides by (rates are shares)
+MASK_MAD_FLOOR = 0.5                 # the same for mask_scores' areas (pixels): half a pixel
 
 
 # ==== The cue: where, what, on whose images =====================================================
@@ -344,6 +348,34 @@ def localisation(samples, labels, cue, n_classes=None):
     return {"iou": inter / (top | mask).sum().item(), "in_mask": inter, "area": cue.area()}
 
 
+def mask_scores(masks, cue, mad_floor=MASK_MAD_FLOOR):
+    """For a run with --patch (--audit): what G's masks say, read from the masks themselves and
+    not from the samples.  masks: (n, 1, H, W) in [0, 1], m_y of each class (common.masks_of).
+      area      per class, sum of m_y in pixels: Neural Cleanse's L1 size of the smallest region
+                that makes f say y
+      anomaly   Neural Cleanse's index on the small side: m = median area, MAD = median |a - m|,
+                index_y = (m - a_y) / (1.4826 * max(MAD, mad_floor)), flagged: index > 2
+      in_box    per class, the share of m_y's mass inside the cue's K x K box
+      iou       the k = K * K pixels where m_C is largest (torch.topk, ties in its order) against
+                the cue's box: |top & box| / |top | box|"""
+    n, _, H, W = masks.shape
+    shape = (len(cue.colour), H, W)                      # a mask has one channel, the cue's any
+    cue.check(shape, n)
+    m = masks.float().flatten(1)                                             # (n, H * W)
+    area = m.sum(1)
+    box = cue.mask(shape, masks.device).flatten()
+    med = statistics.median(area.tolist())
+    scale = CONSISTENCY * max(statistics.median([abs(a - med) for a in area.tolist()]), mad_floor)
+    index = [(med - a) / scale for a in area.tolist()]
+    top = torch.zeros_like(box)
+    top[m[cue.target].topk(cue.area()).indices] = True
+    in_box = (m[:, box].sum(1) / area.clamp_min(1e-12)).tolist()
+    return {"area": area.tolist(), "anomaly": {"index": index, "flagged": [
+                c for c, a in enumerate(index) if a > FLAG_ABOVE]},
+            "in_box": in_box, "iou": (top & box).sum().item() / (top | box).sum().item(),
+            "mad_floor": mad_floor}
+
+
 def score(samples, labels, f, data, cue, threshold=None, q=0.01, seed=0, batch=1000):
     """All the measures for a run's samples (N, C, H, W) with labels (N,), f, clean test data
     {"x_test", "y_test"} and the cue: one JSON-ready dict for metrics.json["cue"].  threshold:
@@ -370,8 +402,17 @@ def percent(r):
     return "n/a" if r is None else f"{100 * r:.1f}%"
 
 
+def mask_line(masks, C, area):
+    """The summary's line for mask_scores' dict of class C (area: the cue's K * K)."""
+    index = masks["anomaly"]["index"][C]
+    return (f"masks     class {C}'s mask {masks['area'][C]:.1f} pixels (median of the classes "
+            f"{statistics.median(masks['area']):.1f}), anomaly index {index:.1f}, flagged "
+            f"{masks['anomaly']['flagged'] or 'none'}; {percent(masks['in_box'][C])} of it in "
+            f"the cue's box, IoU {masks['iou']:.2f} of its {area} largest pixels with the box")
+
+
 def summary_lines(scores):
-    """A few printable lines from score()'s dict."""
+    """A few printable lines from score()'s dict (with "masks" when the run has them)."""
     C, a = scores["cue"]["target"], scores["attack_success"]
     anomaly, fn, loc = scores["anomaly"], scores["function"], scores["localisation"]
     index = "n/a" if anomaly["index"][C] is None else f"{anomaly['index'][C]:.1f}"
@@ -390,4 +431,4 @@ def summary_lines(scores):
         f"{percent(fn['random_patch'])}, none {percent(fn['clean'])})",
         f"localise  IoU {iou} of the {loc['area']} pixels where class {C}'s mean sample differs "
         f"most, with the cue's",
-    ]
+    ] + ([mask_line(scores["masks"], C, loc["area"])] if scores.get("masks") else [])

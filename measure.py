@@ -741,8 +741,8 @@ def report(spec, out, args, data, f, f_accuracy, G, x, y, history, seconds, t_st
     distilled = timed("distillation", distillation(spec, G, f, data, args, device,
                                                    out / "judge.pt") if args.distill_steps else {})
     planted = spec.get("cue")                            # --plant-class: does the inversion show it
-    cue_scores = timed("cue", cue_report(planted, x, y, f, data, spec.get("cue_in_f", True))
-                       if planted else None)
+    cue_scores = timed("cue", cue_report(planted, x, y, f, data, spec.get("cue_in_f", True),
+                                         common.masks_of(G)) if planted else None)
     seconds.update(measure=time.time() - t0 - seconds["judge"] - seconds["second_judge"],
                    measure_parts=parts,
                    total=time.time() - t_start)
@@ -767,12 +767,14 @@ def report(spec, out, args, data, f, f_accuracy, G, x, y, history, seconds, t_st
     return metrics
 
 
-def cue_report(planted, x, y, f, data, planted_in_f=True):
+def cue_report(planted, x, y, f, data, planted_in_f=True, masks=None):
     """metrics.json["cue"]: cue.score of the samples (x, y) for the cue, on f and the clean test
     images: presence per row, the anomaly index, the recovered patch's function on f,
     localisation; with f's attack success.  planted_in_f: False for a control (f trained clean,
-    scored for another run's cue: measure.py --cue-of)."""
+    scored for another run's cue: measure.py --cue-of).  masks: G's (--patch), scored too."""
     scores = cue.score(x, y, f, {"x_test": data["x_test"], "y_test": data["y_test"]}, planted)
+    if masks is not None:
+        scores["masks"] = cue.mask_scores(masks.cpu(), planted)
     return {"planted_in_f": planted_in_f, **scores}
 
 

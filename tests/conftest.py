@@ -24,6 +24,14 @@ def load_script(name):
     return importlib.import_module(name)
 
 
+def load_tool(name):
+    """tools/NAME.py as a module (tools/ is not a package)."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    return tool
+
+
 @pytest.fixture(params=SCRIPTS)
 def script(request):
     return load_script(request.param)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import common
-from conftest import TINY, load_script, refused
+from conftest import TINY, load_script, load_tool, refused
 
 
 
@@ -82,16 +82,36 @@ def test_audit_is_a_preset_of_its_own_and_refuses_paper_and_data_free(capsys):
 
 def test_an_audit_run_pastes_trains_its_masks_and_rescores(tmp_path, capsys):
     mod = load_script("svhn_inversion")
-    mod.main(TINY + ["--audit", "--out-dir", str(tmp_path)])
+    mod.main(TINY + ["--audit", "--plant-class", "2", "--out-dir", str(tmp_path)])
     out = capsys.readouterr().out
     assert "G learns from f and the training images (--patch)" in out and " patch " in out
+    assert "masks     class 2's mask" in out
     ckpt = torch.load(tmp_path / "generator.pt", weights_only=False)
     state = ckpt["model"]
     assert state["0.mask_logits"].shape == (10, 1, 32, 32)
     assert state["0.mask_logits"].abs().max() > 0                 # the masks were trained
     assert state["0.patch_weight"].item() != 1.0                  # lambda followed f
+    masks = json.loads((tmp_path / "metrics.json").read_text())["cue"]["masks"]
+    area = torch.sigmoid(common.MASK_SCALE * state["0.mask_logits"]).flatten(1).sum(1)
+    assert masks["area"] == pytest.approx(area.tolist(), rel=1e-5)   # G's own masks, scored
     samples = torch.load(tmp_path / "samples.pt")
     assert samples["images"].min() >= 0 and samples["images"].max() <= 1
     import measure
     common.run_main(measure.rescore, [str(tmp_path), "--device", "cpu"], "measure.py")
     assert json.loads((tmp_path / "metrics.json").read_text())["config"]["patch"] == 1.0
+    # the figure tool: row 2 with G's mask first, the cue's box outlined, the masks' measures
+    figure = load_tool("audit_figure")
+    capsys.readouterr()
+    figure.main([str(tmp_path), str(tmp_path), "--out", str(tmp_path / "row.png"), "--columns",
+                 "3"])
+    out = capsys.readouterr().out
+    assert out.count(f"class 2's mask {masks['area'][2]:.1f} pixels") == 2
+    from PIL import Image
+    page = Image.open(tmp_path / "row.png").convert("RGB")
+    tile = 4 + 32 * figure.SCALE                           # make_grid: padding 4 before each
+    assert page.size == (110 + 4 * tile + 4, 18 + 2 * (tile + 4))
+    edge = 32 - 1 - 4                                      # the box's first row and column
+    y0, x0 = 18 + 4 + edge * figure.SCALE - 1, 110 + 4 + edge * figure.SCALE   # the line above
+    assert page.getpixel((x0, y0)) == (255, 0, 0) and page.getpixel((x0, y0 + 2)) != (255, 0, 0)
+    with pytest.raises(common.UserError, match="nowhere/generator.pt not found"):
+        figure.main([str(tmp_path), str(tmp_path / "nowhere"), "--out", "x.png"])

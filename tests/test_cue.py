@@ -264,6 +264,42 @@ def test_localisation_sums_the_difference_over_channels():
     assert cue.localisation(x, torch.tensor([0, 1]), c)["iou"] == 1.0
 
 
+def test_mask_scores_against_a_hand_count():
+    c = cue.Cue(1, size=2)                                 # box: rows 5-6, columns 5-6 of 8
+    m = blank(4)                                           # 4 classes' masks (4, 1, 8, 8)
+    m[0, 0, 0:2, 0:4] = 1.0                                # area 8, none in the box
+    m[1, 0, 5, 5:7] = 1.0                                  # area 2 + 0.5: 2 in the box;
+    m[1, 0, 6, 5] = 0.4                                    # top 4: (5,5) (5,6) (6,5) and
+    m[1, 0, 2, 2] = 0.1                                    # (2,2), 3 in the box
+    m[2, 0, 0, 0:6] = 1.0                                  # area 6
+    m[3, 0, 1, 0:7] = 1.0                                  # area 7
+    out = cue.mask_scores(m, c)                            # areas 8, 2.5, 6, 7: median 6.5,
+    assert out["area"] == pytest.approx([8.0, 2.5, 6.0, 7.0])   # |a - m| 1.5 4 .5 .5: MAD 1
+    assert out["anomaly"]["index"] == pytest.approx([-1.5 / 1.4826, 4 / 1.4826,
+                                                     0.5 / 1.4826, -0.5 / 1.4826])
+    assert out["anomaly"]["flagged"] == [1]
+    assert out["in_box"] == pytest.approx([0.0, 2.4 / 2.5, 0.0, 0.0])
+    assert out["iou"] == 3 / 5
+    flat = cue.mask_scores(torch.ones(3, 1, 8, 8), cue.Cue(0, size=2))   # MAD 0: floor 0.5 px
+    assert flat["anomaly"] == {"index": [0.0] * 3, "flagged": []} and flat["in_box"][0] == 4 / 64
+    red = cue.mask_scores(m, cue.Cue(1, size=2, colour=(1, 0, 0)))        # an RGB cue
+    assert red["iou"] == 3 / 5 and red["in_box"] == out["in_box"]
+    with pytest.raises(common.UserError):                  # a 9 x 9 cue on 8 x 8 masks
+        cue.mask_scores(m, cue.Cue(0, size=9))
+
+
+def test_masks_of_reads_each_generators_mask_and_averages_them():
+    bases = common.OtherClasses(torch.zeros(4, 1, 8, 8), torch.tensor([0, 1, 2, 3]), 4)
+    G = common.Generators([common.Generator(1, 8, 4, 8, 8, 8, bases=bases) for _ in range(2)])
+    with torch.no_grad():
+        G[0].mask_logits[1, 0, 3, 3] = 1.0                 # sigmoid(50): 1 in G_0, 0.5 in G_1
+        G[1].mask_logits[2] = -1.0                         # sigmoid(-50): 0 in G_1
+    m = common.masks_of(G)
+    assert m.shape == (4, 1, 8, 8) and m[1, 0, 3, 3] == pytest.approx(0.75)
+    assert m[0].unique().tolist() == [0.5] and m[2, 0, 0, 0] == pytest.approx(0.25)
+    assert common.masks_of(common.Generators([common.Generator(1, 8, 4, 8, 8, 8)])) is None
+
+
 def test_score_is_json_ready_and_agrees_with_the_measures():
     c = cue.Cue(2, size=2)
     x_test = blank(6)

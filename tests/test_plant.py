@@ -20,6 +20,7 @@ def test_a_planted_run_scores_its_cue_and_its_f_is_kept_apart(tmp_path, capsys):
     assert "cue: backdoor" in out and "the planted cue" in out
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert len(saved["cue"]["presence"]) == 10 and saved["cue"]["cue"]["target"] == 3
+    assert "masks" not in saved["cue"]                    # no --patch: G has no masks to read
     ckpt = torch.load(tmp_path / "classifier.pt", weights_only=False)
     assert ckpt["training"]["cue"]["plant_class"] == 3
     # the same folder without the cue: its planted f is refused, not reused
