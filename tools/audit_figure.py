@@ -78,7 +78,11 @@ def main(argv=None):
     if dataset not in measure.SCRIPTS:
         raise common.UserError(f"{planted / 'generator.pt'} names no dataset of this project")
     script = importlib.import_module(measure.SCRIPTS[dataset])
-    cue = measure.cue_of(planted, script)
+    try:
+        cue = measure.cue_of(planted, script)
+    except common.UserError:
+        raise common.UserError(f"{planted}: its f was trained without a planted cue (no "
+                               f"--plant-class); give the planted run first") from None
     rows, names = [], []
     for run, who in ((planted, "planted f"), (clean, "clean f")):
         images, scores = row(run, script, cue, cli.columns)
