@@ -210,11 +210,13 @@ def real_student_key(f, args, B, device) -> str:
     return h.hexdigest()
 
 
-def distillation(spec, G, f, data, args, device, judge_file):
+def distillation(spec, G, f, data, args, device, judge_file, f_accuracy=None):
     """Data-free distillation: fresh students (Judge) trained for --distill-steps batches to match
     f's softmax outputs, on G's samples (conditioned as in training) or on real training images;
-    both tested on the real test images.  judge_file: judge.pt, where the real-image student's
-    score is kept for later runs with the same f (it does not depend on G)."""
+    both tested on the real test images, beside f's own accuracy there (teacher_f) and the
+    students' budget (steps, batch size, images seen).  judge_file: judge.pt, where the
+    real-image student's score is kept for later runs with the same f (it does not depend on
+    G)."""
     n, B = len(spec["classes"]), args.classifier_batch_size
     f_probs = lambda x: torch.softmax(f(x), 1)                                      # noqa: E731
     real = batches(data["x_train"], data["y_train"], B, spec, args)
@@ -247,8 +249,9 @@ def distillation(spec, G, f, data, args, device, judge_file):
     if key not in known:
         real_score = {key: scores["from_training_images"]}
         common.save_checkpoint(judge_file, {**ckpt, "real_students": {**known, **real_score}})
-    return {**scores, "steps": args.distill_steps, "batch_size": B,
-            "student": common.architecture(student), "real_student_kept": key in known}
+    return {**scores, "teacher_f": f_accuracy, "steps": args.distill_steps, "batch_size": B,
+            "images_seen": args.distill_steps * B, "student": common.architecture(student),
+            "real_student_kept": key in known}
 
 
 # ==== Numbers ====================================================================================
@@ -695,7 +698,7 @@ def print_summary(metrics):
             *[(f"pieces: {k.replace('_', ' ')}", v) for k, v in inv.get("pieces", {}).items()],
             *[(f"ripple: {k.replace('_', ' ')}", v) for k, v in inv.get("ripple", {}).items()],
             *[(f"distillation {k.replace('_', ' ')}", v) for k, v in metrics["distillation"].items()
-              if k.startswith("from")],
+              if k.startswith("from") or k in ("teacher_f", "images_seen")],
             ("seconds, total", metrics["seconds"]["total"])]
     margin = metrics["config"]["margin"]                  # None: natural; 0 is a margin
     split = metrics.get("split", "test")           # every "test" below: this split's images
@@ -739,7 +742,8 @@ def report(spec, out, args, data, f, f_accuracy, G, x, y, history, seconds, t_st
                                                 real_feats)
                                   for m in MARGINS})
     distilled = timed("distillation", distillation(spec, G, f, data, args, device,
-                                                   out / "judge.pt") if args.distill_steps else {})
+                                                   out / "judge.pt", f_accuracy)
+                      if args.distill_steps else {})
     planted = spec.get("cue")                            # --plant-class: does the inversion show it
     cue_scores = timed("cue", cue_report(planted, x, y, f, data, spec.get("cue_in_f", True),
                                          common.masks_of(G)) if planted else None)

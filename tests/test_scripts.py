@@ -56,7 +56,11 @@ def test_dry_run_writes_every_output_and_samples_follow_the_contract(tmp_path, n
     assert list(saved["history"][0])[:6] == ["step", "alpha*L_KL", "beta*L_CE", "gamma*L_cos",
                                              "L_inv", "robust"]
     assert set(saved["distillation"]) == {"from_generator", "from_training_images", "steps",
-                                          "batch_size", "student", "real_student_kept"}
+                                          "batch_size", "student", "real_student_kept",
+                                          "teacher_f", "images_seen"}
+    distilled = saved["distillation"]                       # f beside its students, their budget
+    assert distilled["teacher_f"] == saved["classifier"]["test_accuracy"]
+    assert distilled["images_seen"] == distilled["steps"] * distilled["batch_size"] > 0
     assert saved["config"]["fake_data"] is True and saved["device"] == "cpu"
     ckpt = torch.load(out / "generator.pt", weights_only=False)
     assert ckpt["step"] == 4 and ckpt["dataset"] == mod.DATASET and "optimizer" in ckpt
