@@ -356,6 +356,8 @@ def mask_scores(masks, cue, mad_floor=MASK_MAD_FLOOR):
       anomaly   Neural Cleanse's index on the small side: m = median area, MAD = median |a - m|,
                 index_y = (m - a_y) / (1.4826 * max(MAD, mad_floor)), flagged: index > 2
       in_box    per class, the share of m_y's mass inside the cue's K x K box
+      near_box  the same inside the box grown by K pixels on every side (clipped to the image):
+                a mark at the cue's edge, which f may answer to, counts there and not in in_box
       iou       the k = K * K pixels where m_C is largest (torch.topk, ties in its order) against
                 the cue's box: |top & box| / |top | box|"""
     n, _, H, W = masks.shape
@@ -369,11 +371,14 @@ def mask_scores(masks, cue, mad_floor=MASK_MAD_FLOOR):
     index = [(med - a) / scale for a in area.tolist()]
     top = torch.zeros_like(box)
     top[m[cue.target].topk(cue.area()).indices] = True
-    in_box = (m[:, box].sum(1) / area.clamp_min(1e-12)).tolist()
+    (y0, x0), K = cue.box(shape), cue.size
+    near = torch.zeros(1, H, W, dtype=torch.bool, device=masks.device)
+    near[:, max(y0 - K, 0):y0 + 2 * K, max(x0 - K, 0):x0 + 2 * K] = True
+    share = lambda where: (m[:, where].sum(1) / area.clamp_min(1e-12)).tolist()   # noqa: E731
     return {"area": area.tolist(), "anomaly": {"index": index, "flagged": [
                 c for c, a in enumerate(index) if a > FLAG_ABOVE]},
-            "in_box": in_box, "iou": (top & box).sum().item() / (top | box).sum().item(),
-            "mad_floor": mad_floor}
+            "in_box": share(box), "near_box": share(near.flatten()),
+            "iou": (top & box).sum().item() / (top | box).sum().item(), "mad_floor": mad_floor}
 
 
 def score(samples, labels, f, data, cue, threshold=None, q=0.01, seed=0, batch=1000):
@@ -408,7 +413,9 @@ def mask_line(masks, C, area):
     return (f"masks     class {C}'s mask {masks['area'][C]:.1f} pixels (median of the classes "
             f"{statistics.median(masks['area']):.1f}), anomaly index {index:.1f}, flagged "
             f"{masks['anomaly']['flagged'] or 'none'}; {percent(masks['in_box'][C])} of it in "
-            f"the cue's box, IoU {masks['iou']:.2f} of its {area} largest pixels with the box")
+            f"the cue's box, {percent(masks['near_box'][C])} near it (other classes' at most "
+            f"{percent(max(v for c, v in enumerate(masks['near_box']) if c != C))}), "
+            f"IoU {masks['iou']:.2f} of its {area} largest pixels with the box")
 
 
 def summary_lines(scores):

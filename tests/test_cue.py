@@ -279,6 +279,14 @@ def test_mask_scores_against_a_hand_count():
                                                      0.5 / 1.4826, -0.5 / 1.4826])
     assert out["anomaly"]["flagged"] == [1]
     assert out["in_box"] == pytest.approx([0.0, 2.4 / 2.5, 0.0, 0.0])
+    # near: the box grown by 2, clipped: rows 3-7, columns 3-7; class 0's (0-1, 0-3) is out,
+    # class 1's all in but (2, 2), class 2's row 0 out, class 3's row 1 out
+    assert out["near_box"] == pytest.approx([0.0, 2.4 / 2.5, 0.0, 0.0])
+    m[3, 0, 4, 3] = 1.0                                    # one pixel just inside "near"
+    m[3, 0, 4, 2] = 1.0                                    # one just outside
+    assert cue.mask_scores(m, c)["near_box"][3] == pytest.approx(1 / 9)
+    top_left = cue.mask_scores(m, cue.Cue(0, size=2, corner="top-left"))   # rows, columns 0-4
+    assert top_left["near_box"][0] == 1.0                  # class 0's rows 0-1, columns 0-3
     assert out["iou"] == 3 / 5
     flat = cue.mask_scores(torch.ones(3, 1, 8, 8), cue.Cue(0, size=2))   # MAD 0: floor 0.5 px
     assert flat["anomaly"] == {"index": [0.0] * 3, "flagged": []} and flat["in_box"][0] == 4 / 64
