@@ -553,7 +553,10 @@ def reading(path, what, fix="put a whole copy there, or run with --fake-data"):
 
 def atomic_write(path, write):
     """write(binary file) into a temporary file beside path, then rename it: never half a file.
-    Ctrl-C and SIGTERM wait for the write (an interrupted writer can abort the process)."""
+    Ctrl-C and SIGTERM wait for the write (an interrupted writer can abort the process).  A path
+    that exists and is not a plain file (a folder, /dev/null) is refused, never replaced."""
+    if Path(path).exists() and not Path(path).is_file():
+        raise UserError(f"{path} exists and is not a plain file: give a file's path")
     tmp = Path(path).with_name(f".{Path(path).name}.{os.getpid()}.tmp")
     with signals_held():
         try:

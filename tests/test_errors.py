@@ -230,6 +230,10 @@ def test_checkpoints_are_written_atomically(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert torch.load(path, weights_only=False)["v"] == 1                  # the old file is intact
     assert [p.name for p in tmp_path.iterdir()] == ["x.pt"]                 # no temporary left
+    (tmp_path / "folder").mkdir()                           # not a plain file: refused, kept
+    with pytest.raises(common.UserError, match="not a plain file"):
+        common.atomic_write(tmp_path / "folder", lambda fh: fh.write(b"x"))
+    assert (tmp_path / "folder").is_dir() and not list((tmp_path / "folder").iterdir())
 
 
 def as_a_cuda_graph_run_saves_it(state):
