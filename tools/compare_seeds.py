@@ -39,6 +39,7 @@ MEASURES = [
     ("cue: mask area, C", ("cue", "masks", "area", "C")),
     ("cue: mask anomaly, C", ("cue", "masks", "anomaly", "index", "C")),
     ("cue: mask in box, C", ("cue", "masks", "in_box", "C")),
+    ("cue: mask near the box, C", ("cue", "masks", "near_box", "C")),
     ("cue: mask IoU", ("cue", "masks", "iou")),
 ]
 
