@@ -2,7 +2,7 @@
 spread (lowest to highest seed), and whether the difference from the first recipe exceeds the
 spread (every seed of one recipe above every seed of the other).  Reads metrics.json only.
 
-    python tools/compare_seeds.py "defaults=runs/d0,runs/d1,runs/d2" "recipe=runs/r0,runs/r1,runs/r2"
+    python tools/compare_seeds.py "base=runs/a0,runs/a1,runs/a2" "lever=runs/b0,runs/b1,runs/b2"
 
 A recipe is NAME=RUN,RUN,...; the first is the baseline.  Runs scored on different splits (test
 and --validation) are refused: a lever is chosen on the validation split, and the chosen defaults
