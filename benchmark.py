@@ -25,7 +25,6 @@ that emulates bfloat16, as the scripts then run in float32), the scripts' whole 
 TF32 and tuned convolutions on CUDA).
 The last line printed is one JSON object; keys ending in "speedup" are project / baseline.
 """
-import argparse
 import json
 import time
 

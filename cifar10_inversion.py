@@ -27,7 +27,6 @@ scripts (tests/test_copies.py checks it); the rest is this dataset's own.
 """
 import argparse
 import pickle
-import sys
 import time
 from pathlib import Path
 

@@ -412,12 +412,14 @@ def patch_term(G):
     return sum(g.patch_weight * g.mask.mean() for g in G) / len(G)
 
 
-def masks_of(G):
-    """(n, 1, S, S): each class's mask m_y = sigmoid(MASK_SCALE * w_y), the mean over the K
-    generators; None for a G without masks (no --patch).  For measuring (cue.mask_scores)."""
-    if getattr(G[0], "bases", None) is None:
+def masks_of(state):
+    """(n, 1, S, S) on the CPU: each class's mask m_y = sigmoid(MASK_SCALE * w_y), the mean over
+    the K generators, from G's state dict (G.state_dict(), or generator.pt's "model"); None for a
+    G without masks (no --patch).  For measuring (cue.mask_scores)."""
+    logits = [w.detach().float().cpu() for k, w in state.items() if k.endswith("mask_logits")]
+    if not logits:
         return None
-    return torch.stack([torch.sigmoid(MASK_SCALE * g.mask_logits.detach()) for g in G]).mean(0)
+    return torch.stack([torch.sigmoid(MASK_SCALE * w) for w in logits]).mean(0)
 
 
 def adapt_patch_weight(G, hit, target=0.95, up=1.03):

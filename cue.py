@@ -113,11 +113,13 @@ class Cue:
             on = (ij[:, None] + ij[None, :]) % 2 == 0
         return colour[:, None, None] * on.to(dtype)
 
-    def mask(self, shape, device=None):
-        """(1, H, W) bool: True on the cue's K x K pixels for images of shape (C, H, W)."""
+    def mask(self, shape, device=None, grow=0):
+        """(1, H, W) bool: True on the cue's K x K pixels for images of shape (C, H, W); grow > 0:
+        the box grown by that many pixels on every side, clipped to the image."""
         top, left = self.box(shape)
         m = torch.zeros(1, shape[1], shape[2], dtype=torch.bool, device=device)
-        m[:, top:top + self.size, left:left + self.size] = True
+        end = self.size + grow
+        m[:, max(top - grow, 0):top + end, max(left - grow, 0):left + end] = True
         return m
 
     def image(self, shape, device=None, dtype=torch.float32):
@@ -341,11 +343,17 @@ def localisation(samples, labels, cue, n_classes=None):
     mean_C = means.pop(cue.target)
     mean_other = torch.stack(list(means.values())).mean(0)
     diff = (mean_C - mean_other).abs().sum(0).flatten()                     # (H * W,)
-    top = torch.zeros_like(diff, dtype=torch.bool)
-    top[diff.topk(cue.area()).indices] = True
-    mask = cue.mask(tuple(samples.shape[1:]), samples.device).flatten()
-    inter = (top & mask).sum().item()
-    return {"iou": inter / (top | mask).sum().item(), "in_mask": inter, "area": cue.area()}
+    iou, inter = top_iou(diff, cue.mask(tuple(samples.shape[1:]), samples.device).flatten())
+    return {"iou": iou, "in_mask": inter, "area": cue.area()}
+
+
+def top_iou(values, box):
+    """The k = |box| entries where values (H * W,) are largest (torch.topk, ties in its order)
+    against the bool box (H * W,): (|top & box| / |top | box|, |top & box|)."""
+    top = torch.zeros_like(box)
+    top[values.topk(int(box.sum())).indices] = True
+    inter = (top & box).sum().item()
+    return inter / (top | box).sum().item(), inter
 
 
 def mask_scores(masks, cue, mad_floor=MASK_MAD_FLOOR):
@@ -366,19 +374,17 @@ def mask_scores(masks, cue, mad_floor=MASK_MAD_FLOOR):
     m = masks.float().flatten(1)                                             # (n, H * W)
     area = m.sum(1)
     box = cue.mask(shape, masks.device).flatten()
-    med = statistics.median(area.tolist())
-    scale = CONSISTENCY * max(statistics.median([abs(a - med) for a in area.tolist()]), mad_floor)
-    index = [(med - a) / scale for a in area.tolist()]
-    top = torch.zeros_like(box)
-    top[m[cue.target].topk(cue.area()).indices] = True
-    (y0, x0), K = cue.box(shape), cue.size
-    near = torch.zeros(1, H, W, dtype=torch.bool, device=masks.device)
-    near[:, max(y0 - K, 0):y0 + 2 * K, max(x0 - K, 0):x0 + 2 * K] = True
+    near = cue.mask(shape, masks.device, grow=cue.size).flatten()
     share = lambda where: (m[:, where].sum(1) / area.clamp_min(1e-12)).tolist()   # noqa: E731
-    return {"area": area.tolist(), "anomaly": {"index": index, "flagged": [
-                c for c, a in enumerate(index) if a > FLAG_ABOVE]},
-            "in_box": share(box), "near_box": share(near.flatten()),
-            "iou": (top & box).sum().item() / (top | box).sum().item(), "mad_floor": mad_floor}
+    return {"area": area.tolist(), "anomaly": small_side(area.tolist(), mad_floor),
+            "in_box": share(box), "near_box": share(near),
+            "iou": top_iou(m[cue.target], box)[0], "mad_floor": mad_floor}
+
+
+def small_side(areas, mad_floor):
+    """anomaly_index with the smallest area standing out: index_y = (median - a_y) / (1.4826 *
+    max(MAD, mad_floor)), the index of the negated areas (the median of -a is -median of a)."""
+    return anomaly_index([-a for a in areas], mad_floor)
 
 
 def score(samples, labels, f, data, cue, threshold=None, q=0.01, seed=0, batch=1000):
@@ -408,9 +414,9 @@ def percent(r):
 
 
 def mask_line(masks, C, area):
-    """The summary's line for mask_scores' dict of class C (area: the cue's K * K)."""
+    """The summary's text for mask_scores' dict of class C (area: the cue's K * K)."""
     index = masks["anomaly"]["index"][C]
-    return (f"masks     class {C}'s mask {masks['area'][C]:.1f} pixels (median of the classes "
+    return (f"class {C}'s mask {masks['area'][C]:.1f} pixels (median of the classes "
             f"{statistics.median(masks['area']):.1f}), anomaly index {index:.1f}, flagged "
             f"{masks['anomaly']['flagged'] or 'none'}; {percent(masks['in_box'][C])} of it in "
             f"the cue's box, {percent(masks['near_box'][C])} near it (other classes' at most "
@@ -438,4 +444,5 @@ def summary_lines(scores):
         f"{percent(fn['random_patch'])}, none {percent(fn['clean'])})",
         f"localise  IoU {iou} of the {loc['area']} pixels where class {C}'s mean sample differs "
         f"most, with the cue's",
-    ] + ([mask_line(scores["masks"], C, loc["area"])] if scores.get("masks") else [])
+    ] + (["masks     " + mask_line(scores["masks"], C, loc["area"])] if scores.get("masks")
+         else [])

@@ -26,7 +26,6 @@ Code between "# [same in all four scripts: ...]" and "# [end]" is identical in t
 scripts (tests/test_copies.py checks it); the rest is this dataset's own.
 """
 import argparse
-import sys
 import time
 from pathlib import Path
 

@@ -61,6 +61,8 @@ trained only on G's samples to match f's outputs, tested on the real test images
 same student, same steps, trained the same way on real training images (it does not depend on
 G: its score is kept in judge.pt and reused while f, the student's settings and the device are
 the same).
+f's own test accuracy (teacher_f) and the students' budget (steps, batch size, images_seen)
+beside them.
 """
 import argparse
 import contextlib
@@ -210,7 +212,7 @@ def real_student_key(f, args, B, device) -> str:
     return h.hexdigest()
 
 
-def distillation(spec, G, f, data, args, device, judge_file, f_accuracy=None):
+def distillation(spec, G, f, data, args, device, judge_file, f_accuracy):
     """Data-free distillation: fresh students (Judge) trained for --distill-steps batches to match
     f's softmax outputs, on G's samples (conditioned as in training) or on real training images;
     both tested on the real test images, beside f's own accuracy there (teacher_f) and the
@@ -429,7 +431,8 @@ def features_of(model, x, batch=1000):
 
 @contextlib.contextmanager
 def apart(device, seed):
-    """A block whose random draws start from seed and leave the run's random state as it was."""
+    """A block whose random draws start from seed and leave the run's random state as it was
+    (the CPU's and, on CUDA, the GPU's; on MPS torch.manual_seed reseeds the GPU too)."""
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         yield
@@ -746,7 +749,7 @@ def report(spec, out, args, data, f, f_accuracy, G, x, y, history, seconds, t_st
                       if args.distill_steps else {})
     planted = spec.get("cue")                            # --plant-class: does the inversion show it
     cue_scores = timed("cue", cue_report(planted, x, y, f, data, spec.get("cue_in_f", True),
-                                         common.masks_of(G)) if planted else None)
+                                         common.masks_of(G.state_dict())) if planted else None)
     seconds.update(measure=time.time() - t0 - seconds["judge"] - seconds["second_judge"],
                    measure_parts=parts,
                    total=time.time() - t_start)
@@ -778,20 +781,29 @@ def cue_report(planted, x, y, f, data, planted_in_f=True, masks=None):
     scored for another run's cue: measure.py --cue-of).  masks: G's (--patch), scored too."""
     scores = cue.score(x, y, f, {"x_test": data["x_test"], "y_test": data["y_test"]}, planted)
     if masks is not None:
-        scores["masks"] = cue.mask_scores(masks.cpu(), planted)
+        scores["masks"] = cue.mask_scores(masks, planted)
     return {"planted_in_f": planted_in_f, **scores}
 
 
 def cue_of(run, script):
     """The cue planted in the f of another finished run of the same dataset (its classifier.pt's
-    config), for measure.py --cue-of: a clean run scored for it is that run's control."""
+    config), for measure.py --cue-of: a clean run scored for it is that run's control.  None when
+    that f was trained clean."""
     ckpt = common.load_checkpoint(run / "classifier.pt", "classifier", {"dataset": script.DATASET})
     config = {**vars(script.parse_args([])), **ckpt.get("config", {})}
-    planted = common.planted_cue(argparse.Namespace(**config), script.SHAPE, len(script.CLASSES))
-    if planted is None:
-        raise common.UserError(f"{run / 'classifier.pt'}: its f was trained without a planted cue "
-                               f"(no --plant-class); give a planted run to --cue-of")
-    return planted
+    return common.planted_cue(argparse.Namespace(**config), script.SHAPE, len(script.CLASSES))
+
+
+def open_run(run):
+    """A finished run's folder: checks that it holds generator.pt, classifier.pt and samples.pt
+    and names a dataset of this project; returns (generator.pt's checkpoint, its script)."""
+    for name in ("generator.pt", "classifier.pt", "samples.pt"):
+        if not (run / name).is_file():
+            raise common.UserError(f"{run / name} not found: give the --out-dir of a finished run")
+    first = common.load_checkpoint(run / "generator.pt", "generator", {})
+    if first.get("dataset") not in SCRIPTS:
+        raise common.UserError(f"{run / 'generator.pt'} names no dataset of this project")
+    return first, importlib.import_module(SCRIPTS[first["dataset"]])
 
 
 # ==== Re-scoring a finished run =================================================================
@@ -841,13 +853,7 @@ def rescore(argv=None):
                     "control (default: the run's own cue, if any)")
     cli = ap.parse_args(argv)
     run = Path(cli.run_dir)
-    for name in ("generator.pt", "classifier.pt", "samples.pt"):
-        if not (run / name).is_file():
-            raise common.UserError(f"{run / name} not found: give the --out-dir of a finished run")
-    first = common.load_checkpoint(run / "generator.pt", "generator", {})
-    if first.get("dataset") not in SCRIPTS:
-        raise common.UserError(f"{run / 'generator.pt'} names no dataset of this project")
-    script = importlib.import_module(SCRIPTS[first["dataset"]])
+    first, script = open_run(run)
     given = {k: v for k, v in vars(cli).items() if k not in ("run_dir", "cue_of")
              and v is not None}
     args = {**vars(script.parse_args([])), **first["config"]}      # flags newer than the run too
@@ -871,6 +877,9 @@ def rescore(argv=None):
     common.load_weights(G, first["model"], run / "generator.pt")
     own = common.planted_cue(args, script.SHAPE, len(script.CLASSES))        # f's own, or None
     scored = cue_of(Path(cli.cue_of), script) if cli.cue_of else own
+    if cli.cue_of and scored is None:
+        raise common.UserError(f"{Path(cli.cue_of) / 'classifier.pt'}: its f was trained without "
+                               f"a planted cue (no --plant-class); give a planted run to --cue-of")
     spec = dict(dataset=script.DATASET, classes=script.CLASSES, flip=script.FLIP, cue=scored,
                 cue_in_f=scored is not None and scored == own)
     kept = {k: old[k] for k in ("data", "classifier", "generator") if k in old}

@@ -99,19 +99,24 @@ def test_an_audit_run_pastes_trains_its_masks_and_rescores(tmp_path, capsys):
     import measure
     common.run_main(measure.rescore, [str(tmp_path), "--device", "cpu"], "measure.py")
     assert json.loads((tmp_path / "metrics.json").read_text())["config"]["patch"] == 1.0
-    # the figure tool: row 2 with G's mask first, the cue's box outlined, the masks' measures
+    # the figure tool: row 2 of the planted run (G's mask first) over a clean run's without masks,
+    # the cue's box outlined, the planted run's mask measures
+    clean = tmp_path / "clean"
+    mod.main(TINY + ["--out-dir", str(clean)])
     figure = load_tool("audit_figure")
     capsys.readouterr()
-    figure.main([str(tmp_path), str(tmp_path), "--out", str(tmp_path / "row.png"), "--columns",
-                 "3"])
+    figure.main([str(tmp_path), str(clean), "--out", str(tmp_path / "row.png"), "--columns", "3"])
     out = capsys.readouterr().out
-    assert out.count(f"class 2's mask {masks['area'][2]:.1f} pixels") == 2
+    assert out.count(f"class 2's mask {masks['area'][2]:.1f} pixels") == 1
+    assert out.count("mask") == 1 and "planted f (" in out   # the clean run has none to print
     from PIL import Image
     page = Image.open(tmp_path / "row.png").convert("RGB")
     tile = 4 + 32 * figure.SCALE                           # make_grid: padding 4 before each
-    assert page.size == (110 + 4 * tile + 4, 18 + 2 * (tile + 4))
+    assert page.size == (110 + 4 * tile + 4, 18 + 2 * (tile + 4))   # the widest row: mask + 3
     edge = 32 - 1 - 4                                      # the box's first row and column
     y0, x0 = 18 + 4 + edge * figure.SCALE - 1, 110 + 4 + edge * figure.SCALE   # the line above
     assert page.getpixel((x0, y0)) == (255, 0, 0) and page.getpixel((x0, y0 + 2)) != (255, 0, 0)
     with pytest.raises(common.UserError, match="nowhere/generator.pt not found"):
         figure.main([str(tmp_path), str(tmp_path / "nowhere"), "--out", "x.png"])
+    with pytest.raises(common.UserError, match="trained without a planted cue"):
+        figure.main([str(clean), str(tmp_path), "--out", "x.png"])

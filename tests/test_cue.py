@@ -302,10 +302,11 @@ def test_masks_of_reads_each_generators_mask_and_averages_them():
     with torch.no_grad():
         G[0].mask_logits[1, 0, 3, 3] = 1.0                 # sigmoid(50): 1 in G_0, 0.5 in G_1
         G[1].mask_logits[2] = -1.0                         # sigmoid(-50): 0 in G_1
-    m = common.masks_of(G)
+    m = common.masks_of(G.state_dict())
     assert m.shape == (4, 1, 8, 8) and m[1, 0, 3, 3] == pytest.approx(0.75)
     assert m[0].unique().tolist() == [0.5] and m[2, 0, 0, 0] == pytest.approx(0.25)
-    assert common.masks_of(common.Generators([common.Generator(1, 8, 4, 8, 8, 8)])) is None
+    assert common.masks_of(
+        common.Generators([common.Generator(1, 8, 4, 8, 8, 8)]).state_dict()) is None
 
 
 def test_score_is_json_ready_and_agrees_with_the_measures():

@@ -1,6 +1,7 @@
 """Bad input and interruption: one clear line, non-zero exit, no traceback, nothing lost."""
-import json
+import os
 import signal
+import stat
 import subprocess
 import sys
 
@@ -8,7 +9,7 @@ import pytest
 import torch
 
 import common
-from conftest import ROOT, load_script, load_tool
+from conftest import ROOT, load_script
 
 FAST = ["--fake-data", "--device", "cpu", "--classifier-epochs", "1", "--train-subset", "256",
         "--batch-size", "8", "--width", "16", "--latent-dim", "8", "--hidden", "8",
@@ -234,6 +235,10 @@ def test_checkpoints_are_written_atomically(tmp_path, monkeypatch):
     with pytest.raises(common.UserError, match="not a plain file"):
         common.atomic_write(tmp_path / "folder", lambda fh: fh.write(b"x"))
     assert (tmp_path / "folder").is_dir() and not list((tmp_path / "folder").iterdir())
+    os.mkfifo(tmp_path / "fifo")                            # a special file (as /dev/null is)
+    with pytest.raises(common.UserError, match="not a plain file"):
+        common.atomic_write(tmp_path / "fifo", lambda fh: fh.write(b"x"))
+    assert stat.S_ISFIFO((tmp_path / "fifo").stat().st_mode)               # still a FIFO
 
 
 def as_a_cuda_graph_run_saves_it(state):
@@ -350,28 +355,3 @@ def test_the_judge_signature_ignores_adversarial_training_of_f():
     assert common.f_training(robust) != common.f_training(plain)                  # f is refused
     # the judge is reused
     assert common.f_training(robust, adversarial=False) == common.f_training(plain)
-
-
-def test_compare_seeds_reports_means_spreads_and_refuses_mixed_splits(tmp_path, capsys):
-    compare = load_tool("compare_seeds")
-
-    def run(name, recall, split="test"):
-        (tmp_path / name).mkdir()
-        (tmp_path / name / "metrics.json").write_text(json.dumps(
-            {"split": split, "inversion": {"recall": recall, "precision": 0.5}}))
-        return str(tmp_path / name)
-    a = ",".join(run(f"a{i}", r) for i, r in enumerate([0.10, 0.20, 0.30]))
-    b = ",".join(run(f"b{i}", r) for i, r in enumerate([0.31, 0.40, 0.50]))
-    c = ",".join(run(f"c{i}", r) for i, r in enumerate([0.30, 0.40, 0.50]))   # touches a's top
-    compare.main([f"a={a}", f"b={b}", f"c={c}"])
-    lines = capsys.readouterr().out.splitlines()
-    assert lines[0] == "split: test; seeds per recipe: a 3, b 3, c 3"
-    recall = next(line for line in lines if line.startswith("| recall |"))
-    assert recall == ("| recall | 0.200 (0.100-0.300) | 0.403 (0.310-0.500) | 0.400 (0.300-0.500)"
-                      " | yes | no |")
-    assert "| precision | 0.500 (0.500-0.500) |" in "\n".join(lines)
-    assert not any(line.startswith("| Frechet") for line in lines)        # in no run: left out
-    with pytest.raises(common.UserError, match="mix the test and the validation"):
-        compare.main([f"a={a}", f"v={run('v0', 0.2, 'validation')}"])
-    with pytest.raises(common.UserError, match="metrics.json not found"):
-        compare.main([f"a={tmp_path / 'nowhere'}"])

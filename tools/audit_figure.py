@@ -26,20 +26,10 @@ import measure  # noqa: E402
 SCALE = 4                                                   # pixels per image pixel in the figure
 
 
-def masks(run):
-    """G's masks (n, 1, S, S) from run/generator.pt, the mean over its generators; None without
-    --patch."""
-    state = common.load_checkpoint(run / "generator.pt", "generator", {})["model"]
-    logits = [v for k, v in state.items() if k.endswith("mask_logits")]
-    if not logits:
-        return None
-    return torch.stack([torch.sigmoid(common.MASK_SCALE * w.float()) for w in logits]).mean(0)
-
-
 def outlined(x, cue):
     """x (N, C, S, S) as RGB at SCALE times the size, a red line just outside the cue's box."""
+    top, left = (SCALE * v for v in cue.box(tuple(x.shape[1:])))
     x = F.interpolate(x.float().expand(-1, 3, -1, -1), scale_factor=SCALE, mode="nearest")
-    top, left = (SCALE * v for v in cue.box(tuple(x.shape[1:2]) + (x.shape[2] // SCALE,) * 2))
     bottom, right = top + SCALE * cue.size, left + SCALE * cue.size
     red = torch.tensor([1.0, 0.0, 0.0])[:, None]
     x[:, :, top - 1, left - 1:right + 1] = red                      # above, below
@@ -54,12 +44,11 @@ def row(run, script, cue, columns):
     measures (or None)."""
     x, y = measure.read_samples(run / "samples.pt", script.SHAPE, len(script.CLASSES))
     images = x[y == cue.target][:columns]
-    m = masks(run)
+    m = common.masks_of(common.load_checkpoint(run / "generator.pt", "generator", {})["model"])
     if m is None:
         return outlined(images, cue), None
     mask = m[cue.target:cue.target + 1].expand(-1, images.shape[1], -1, -1)
-    return outlined(torch.cat([mask, images]), cue), \
-        cues.mask_scores(m, cue)
+    return outlined(torch.cat([mask, images]), cue), cues.mask_scores(m, cue)
 
 
 def main(argv=None):
@@ -70,27 +59,22 @@ def main(argv=None):
     ap.add_argument("--columns", type=common.COUNT, default=10, help="samples per row")
     cli = ap.parse_args(argv)
     planted, clean = Path(cli.planted), Path(cli.clean)
-    for run in (planted, clean):
-        for name in ("generator.pt", "classifier.pt", "samples.pt"):
-            if not (run / name).is_file():
-                raise common.UserError(f"{run / name} not found: give a finished run's --out-dir")
-    dataset = common.load_checkpoint(planted / "generator.pt", "generator", {}).get("dataset")
-    if dataset not in measure.SCRIPTS:
-        raise common.UserError(f"{planted / 'generator.pt'} names no dataset of this project")
+    dataset = measure.open_run(planted)[0]["dataset"]
+    if measure.open_run(clean)[0]["dataset"] != dataset:
+        raise common.UserError(f"{clean} is not a run of {dataset}: give its clean control")
     script = importlib.import_module(measure.SCRIPTS[dataset])
-    try:
-        cue = measure.cue_of(planted, script)
-    except common.UserError:
+    cue = measure.cue_of(planted, script)
+    if cue is None:
         raise common.UserError(f"{planted}: its f was trained without a planted cue (no "
-                               f"--plant-class); give the planted run first") from None
-    rows, names = [], []
+                               f"--plant-class); give the planted run first")
+    rows, names, with_mask = [], [], False
     for run, who in ((planted, "planted f"), (clean, "clean f")):
         images, scores = row(run, script, cue, cli.columns)
         rows.append(images)
         names.append(f"{who}, row {cue.target}")
         if scores:
-            print(f"{who} ({run}): " + cues.mask_line(scores, cue.target, cue.area())[10:])
-    with_mask = any(len(r) > cli.columns for r in rows)
+            with_mask = True
+            print(f"{who} ({run}): " + cues.mask_line(scores, cue.target, cue.area()))
     title = f"{dataset}: {cue.describe()}" + ("; first: G's mask m_C" if with_mask else "")
     save(Path(cli.out), rows, names, title)
     print(f"wrote {cli.out}")

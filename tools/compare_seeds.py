@@ -64,6 +64,8 @@ def recipe(text):
         raise common.UserError(f"{text!r}: give a recipe as NAME=RUN_DIR,RUN_DIR,...")
     loaded = []
     for run in runs.split(","):
+        if not run:
+            raise common.UserError(f"{text!r}: an empty run folder between commas")
         path = Path(run) / "metrics.json"
         if not path.is_file():
             raise common.UserError(f"{path} not found: give finished runs' --out-dir")
@@ -95,6 +97,10 @@ def main(argv=None):
     if len(splits) > 1:
         raise common.UserError("these runs mix the test and the validation split: compare runs "
                                "scored on one")
+    datasets = sorted({str(m.get("dataset")) for _, runs in recipes for m in runs})
+    if len(datasets) > 1:
+        raise common.UserError(f"these runs are of several datasets ({', '.join(datasets)}): "
+                               f"compare runs of one")
     names = [name for name, _ in recipes]
     few = min(len(r) for _, r in recipes) < 3
     print(f"split: {splits.pop()}; seeds per recipe: "

@@ -12,7 +12,6 @@ sample size), the same with Gaussian pixel noise or a Gaussian blur, a per-class
 of the pixels (mean and covariance of each class's training images, sampled), and each class's
 mean image.  measure.frechet_references computes the first few in every run.
 """
-import argparse
 import importlib
 import sys
 from pathlib import Path

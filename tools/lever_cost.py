@@ -10,7 +10,6 @@ rest (f, its statistics, the judge, measuring) does not change.
 """
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import torch
