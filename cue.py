@@ -14,6 +14,8 @@ never stamped except here, to measure.  Measures of a finished run's samples (al
 
   attack_success  f on stamped and clean test images: the share of the other classes' images it
                   calls C, and its accuracy on C's images
+  what_f_answers  which part of the cue f answers to: its outline alone, its inside alone, the
+                  cue moved 1 to 3 pixels (f, not the samples: where the inversion may look)
   presence        per class, the share of samples whose patch region matches the cue: mean
                   absolute difference to the cue over the region's pixels (all channels) below a
                   threshold calibrated on clean test images (calibrate_threshold)
@@ -252,6 +254,39 @@ def attack_success(f, x_test, y_test, cue, batch=1000):
             "target_accuracy_clean": rate(predictions(f, own, batch) == C)}
 
 
+def moved_stamp(x, cue, dy=0, dx=0, keep=None):
+    """Copy of x (N, C, H, W) with the cue's pattern stamped dy, dx pixels from its place (positive:
+    toward the image's centre), only on the pixels `keep` ((K, K) bool, default all) of its box."""
+    top, left = cue.box(tuple(x.shape[1:]))
+    top += -dy if cue.corner.startswith("bottom") else dy
+    left += -dx if cue.corner.endswith("right") else dx
+    keep = torch.ones(cue.size, cue.size, dtype=torch.bool) if keep is None else keep
+    out = x.clone()
+    where = out[:, :, top:top + cue.size, left:left + cue.size]            # a view into out
+    where[:, :, keep.to(x.device)] = cue.patch(x.shape[1], x.device, x.dtype)[:, keep.to(x.device)]
+    return out
+
+
+def what_f_answers(f, x_other, cue, moves=(1, 2, 3), batch=1000):
+    """Which part of the cue f answers to: the share of x_other (clean test images of the classes
+    other than C) f calls C when stamped with the cue's outline alone (its border pixels), its
+    inside alone (None for K < 3), and the whole cue moved d pixels toward the image's centre,
+    along one edge (the mean of the two directions) and diagonally.  A planted f that answers to
+    the outline, or to the cue a few pixels away, has no one place the inversion must find."""
+    K = cue.size
+    inside = torch.zeros(K, K, dtype=torch.bool)
+    inside[1:-1, 1:-1] = True
+    called = lambda x: rate(predictions(f, x, batch) == cue.target)               # noqa: E731
+    room = min(x_other.shape[2:]) - K - 2 * MARGIN                  # pixels the cue can move in
+    moves = [d for d in moves if d <= room]
+    return {"outline": called(moved_stamp(x_other, cue, keep=~inside)),
+            "inside": called(moved_stamp(x_other, cue, keep=inside)) if K >= 3 else None,
+            "moves": moves,
+            "moved_along_edge": [(called(moved_stamp(x_other, cue, d, 0))
+                                  + called(moved_stamp(x_other, cue, 0, d))) / 2 for d in moves],
+            "moved_diagonally": [called(moved_stamp(x_other, cue, d, d)) for d in moves]}
+
+
 # ==== Does inversion show it: measures of a run's samples =======================================
 def cue_distance(x, cue):
     """(N,): mean absolute difference between each image's cue region and the cue, over the
@@ -387,19 +422,39 @@ def small_side(areas, mad_floor):
     return anomaly_index([-a for a in areas], mad_floor)
 
 
+def recovered_trigger(samples_C, mask_C):
+    """G's recovered trigger, for a run with --patch (--audit): (m_C (1, H, W), the per-pixel
+    median (torch.quantile 0.5) of C's samples (C, H, W)); where m_C is near 1 a sample is G's
+    picture, where it is near 0 the base shows and m_C hides it again.  None without samples."""
+    if len(samples_C) == 0:
+        return None
+    return mask_C.float().cpu(), samples_C.float().quantile(0.5, dim=0).cpu()
+
+
+def trigger_function(f, trigger, x_other, C, batch=1000):
+    """A recovered trigger (m, picture) pasted through m onto x_other, clean test images of the
+    classes other than C: (1 - m) * x + m * picture; the share f calls C.  On the planted f it
+    asks whether G found what f answers to; on a clean f, whether that is a backdoor of the
+    planted f rather than a patch any f answers C to.  None for no trigger."""
+    if trigger is None:
+        return None
+    m, picture = (t.to(x_other.device, x_other.dtype) for t in trigger)
+    return rate(predictions(f, (1 - m) * x_other + m * picture, batch) == C)
+
+
 def score(samples, labels, f, data, cue, threshold=None, q=0.01, seed=0, batch=1000):
     """All the measures for a run's samples (N, C, H, W) with labels (N,), f, clean test data
     {"x_test", "y_test"} and the cue: one JSON-ready dict for metrics.json["cue"].  threshold:
     None calibrates it on the clean test images at quantile q."""
-    x_test, y_test = data["x_test"], data["y_test"]
+    x_test, y_test, C = data["x_test"], data["y_test"], cue.target
     n = int(max(labels.max(), y_test.max())) + 1
     cue.check(tuple(x_test.shape[1:]), n)
     if threshold is None:
         threshold = calibrate_threshold(x_test, cue, q)
     shown = presence(samples, labels, cue, threshold, n)
-    C = cue.target
     return {"cue": cue.as_dict(), "description": cue.describe(),
             "attack_success": attack_success(f, x_test, y_test, cue, batch),
+            "what_f_answers": what_f_answers(f, x_test[y_test != C], cue, batch=batch),
             "threshold": threshold, "calibration_quantile": q,
             "presence": shown, "presence_real": presence(x_test, y_test, cue, threshold, n),
             "anomaly": anomaly_index(shown),
@@ -424,6 +479,15 @@ def mask_line(masks, C, area):
             f"IoU {masks['iou']:.2f} of its {area} largest pixels with the box")
 
 
+def answers_line(w, C):
+    """The summary's line for what_f_answers' dict."""
+    moves = "/".join(str(d) for d in w["moves"])
+    shares = lambda rates: "/".join(percent(r) for r in rates)                   # noqa: E731
+    return (f"f answers {C} to the cue's outline alone {percent(w['outline'])}, its inside alone "
+            f"{percent(w['inside'])}; to the cue moved {moves} px inward along an edge "
+            f"{shares(w['moved_along_edge'])}, diagonally {shares(w['moved_diagonally'])}")
+
+
 def summary_lines(scores):
     """A few printable lines from score()'s dict (with "masks" when the run has them)."""
     C, a = scores["cue"]["target"], scores["attack_success"]
@@ -436,6 +500,7 @@ def summary_lines(scores):
         f"{percent(a['others_called_target_stamped'])}, clean "
         f"{percent(a['others_called_target_clean'])}; accuracy on class {C}: stamped "
         f"{percent(a['target_accuracy_stamped'])}, clean {percent(a['target_accuracy_clean'])}",
+    ] + ([answers_line(scores["what_f_answers"], C)] if scores.get("what_f_answers") else []) + [
         f"presence  class {C}'s samples showing the cue: {percent(scores['presence'][C])} (real "
         f"test images {percent(scores['presence_real'][C])}, threshold {scores['threshold']:.3f});"
         f" anomaly index {index}, flagged {anomaly['flagged'] or 'none'}",
@@ -445,4 +510,17 @@ def summary_lines(scores):
         f"localise  IoU {iou} of the {loc['area']} pixels where class {C}'s mean sample differs "
         f"most, with the cue's",
     ] + (["masks     " + mask_line(scores["masks"], C, loc["area"])] if scores.get("masks")
-         else [])
+         else []) + trigger_lines(scores, C)
+
+
+def trigger_lines(scores, C):
+    """The summary's lines for the recovered triggers' function (--patch runs, controls)."""
+    lines = []
+    if (scores.get("masks") or {}).get("trigger_function") is not None:
+        lines.append(f"trigger   class {C}'s mask with its median sample, pasted on other "
+                     f"classes' test images: f says {C} on "
+                     f"{percent(scores['masks']['trigger_function'])}")
+    if scores.get("planted_trigger_function") is not None:
+        lines.append(f"trigger   the planted run's (its mask, its median sample) on this f: "
+                     f"{percent(scores['planted_trigger_function'])}")
+    return lines

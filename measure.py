@@ -749,7 +749,8 @@ def report(spec, out, args, data, f, f_accuracy, G, x, y, history, seconds, t_st
                       if args.distill_steps else {})
     planted = spec.get("cue")                            # --plant-class: does the inversion show it
     cue_scores = timed("cue", cue_report(planted, x, y, f, data, spec.get("cue_in_f", True),
-                                         common.masks_of(G.state_dict())) if planted else None)
+                                         common.masks_of(G.state_dict()),
+                                         spec.get("planted_trigger")) if planted else None)
     seconds.update(measure=time.time() - t0 - seconds["judge"] - seconds["second_judge"],
                    measure_parts=parts,
                    total=time.time() - t_start)
@@ -774,14 +775,21 @@ def report(spec, out, args, data, f, f_accuracy, G, x, y, history, seconds, t_st
     return metrics
 
 
-def cue_report(planted, x, y, f, data, planted_in_f=True, masks=None):
+def cue_report(planted, x, y, f, data, planted_in_f=True, masks=None, planted_trigger=None):
     """metrics.json["cue"]: cue.score of the samples (x, y) for the cue, on f and the clean test
     images: presence per row, the anomaly index, the recovered patch's function on f,
     localisation; with f's attack success.  planted_in_f: False for a control (f trained clean,
-    scored for another run's cue: measure.py --cue-of).  masks: G's (--patch), scored too."""
-    scores = cue.score(x, y, f, {"x_test": data["x_test"], "y_test": data["y_test"]}, planted)
+    scored for another run's cue: measure.py --cue-of).  masks: G's (--patch), scored too, and
+    its trigger's function on f.  planted_trigger: a control's planted run's, tried on this f."""
+    x_test, y_test, C = data["x_test"], data["y_test"], planted.target
+    scores = cue.score(x, y, f, {"x_test": x_test, "y_test": y_test}, planted)
     if masks is not None:
         scores["masks"] = cue.mask_scores(masks, planted)
+        own = cue.recovered_trigger(x[y == C], masks[C])
+        scores["masks"]["trigger_function"] = cue.trigger_function(f, own, x_test[y_test != C], C)
+    if planted_trigger is not None:
+        scores["planted_trigger_function"] = cue.trigger_function(f, planted_trigger,
+                                                                  x_test[y_test != C], C)
     return {"planted_in_f": planted_in_f, **scores}
 
 
@@ -792,6 +800,16 @@ def cue_of(run, script):
     ckpt = common.load_checkpoint(run / "classifier.pt", "classifier", {"dataset": script.DATASET})
     config = {**vars(script.parse_args([])), **ckpt.get("config", {})}
     return common.planted_cue(argparse.Namespace(**config), script.SHAPE, len(script.CLASSES))
+
+
+def trigger_of(run, script, planted):
+    """A finished --patch run's recovered trigger for its cue's class (cue.recovered_trigger from
+    its samples.pt and G's mask); None for a run without masks."""
+    masks = common.masks_of(common.load_checkpoint(run / "generator.pt", "generator", {})["model"])
+    if masks is None:
+        return None
+    x, y = read_samples(run / "samples.pt", script.SHAPE, len(script.CLASSES))
+    return cue.recovered_trigger(x[y == planted.target], masks[planted.target])
 
 
 def open_run(run):
@@ -881,7 +899,9 @@ def rescore(argv=None):
         raise common.UserError(f"{Path(cli.cue_of) / 'classifier.pt'}: its f was trained without "
                                f"a planted cue (no --plant-class); give a planted run to --cue-of")
     spec = dict(dataset=script.DATASET, classes=script.CLASSES, flip=script.FLIP, cue=scored,
-                cue_in_f=scored is not None and scored == own)
+                cue_in_f=scored is not None and scored == own,
+                planted_trigger=trigger_of(Path(cli.cue_of), script, scored) if cli.cue_of
+                else None)
     kept = {k: old[k] for k in ("data", "classifier", "generator") if k in old}
     return report(spec, out, args, data, f, ckpt["test_accuracy"], G, x.to(device), y.to(device),
                   first["history"], kept, t_start)

@@ -94,6 +94,7 @@ def test_an_audit_run_pastes_trains_its_masks_and_rescores(tmp_path, capsys):
     masks = json.loads((tmp_path / "metrics.json").read_text())["cue"]["masks"]
     area = torch.sigmoid(common.MASK_SCALE * state["0.mask_logits"]).flatten(1).sum(1)
     assert masks["area"] == pytest.approx(area.tolist(), rel=1e-5)   # G's own masks, scored
+    assert 0 <= masks["trigger_function"] <= 1 and "trigger   class 2's mask with its" in out
     samples = torch.load(tmp_path / "samples.pt")
     assert samples["images"].min() >= 0 and samples["images"].max() <= 1
     import measure
@@ -103,8 +104,12 @@ def test_an_audit_run_pastes_trains_its_masks_and_rescores(tmp_path, capsys):
     # the cue's box outlined, the planted run's mask measures
     clean = tmp_path / "clean"
     mod.main(TINY + ["--out-dir", str(clean)])
+    common.run_main(measure.rescore, [str(clean), "--device", "cpu", "--cue-of", str(tmp_path)],
+                    "measure.py")                   # the control: the planted run's trigger too
+    control = json.loads((clean / "metrics.json").read_text())["cue"]
+    assert 0 <= control["planted_trigger_function"] <= 1 and "masks" not in control
+    assert "the planted run's (its mask, its median sample) on this f" in capsys.readouterr().out
     figure = load_tool("audit_figure")
-    capsys.readouterr()
     figure.main([str(tmp_path), str(clean), "--out", str(tmp_path / "row.png"), "--columns", "3"])
     out = capsys.readouterr().out
     assert out.count(f"class 2's mask {masks['area'][2]:.1f} pixels") == 1

@@ -161,6 +161,42 @@ def test_attack_success_against_a_hand_count():
     assert a["target_accuracy_clean"] == 2 / 3
 
 
+class TwoPixelF(nn.Module):
+    """Says 1 for an image bright at (8, 8) (inside a 4 x 4 bottom-right cue on 12 x 12) or at
+    (7, 5) (two pixels left of its top-left corner), unless pixel (0, 0) is 0.25; else 0."""
+
+    def forward(self, x):
+        hit = ((x[:, 0, 8, 8] > 0.5) | (x[:, 0, 7, 5] > 0.5)) & (x[:, 0, 0, 0] != 0.25)
+        return nn.functional.one_hot(hit.long(), 2).float()
+
+
+def test_what_f_answers_against_a_hand_count():
+    x = blank(4, size=12)
+    x[0, 0, 0, 0] = 0.25                                   # image 0 resists every stamp
+    before = x.clone()
+    w = cue.what_f_answers(TwoPixelF(), x, cue.Cue(1, size=4), batch=3)
+    assert torch.equal(x, before)
+    # box rows and columns 7-10: the outline misses both pixels, the inside holds (8, 8); moved
+    # up or left by 1 or 2 the box still holds (8, 8); by 3 up it holds neither, by 3 left
+    # (columns 4-7) it holds (7, 5); diagonally by 3 (rows and columns 4-7) it holds (7, 5)
+    assert w == {"outline": 0.0, "inside": 0.75, "moves": [1, 2, 3],
+                 "moved_along_edge": [0.75, 0.75, 0.375], "moved_diagonally": [0.75] * 3}
+    small = cue.what_f_answers(TwoPixelF(), blank(4, size=12), cue.Cue(1, size=2))
+    assert small["inside"] is None and small["moves"] == [1, 2, 3]     # a 2 x 2 cue: no inside
+    near_edge = cue.what_f_answers(CornerF(), blank(4, size=8), cue.Cue(1, size=4))
+    assert near_edge["moves"] == [1, 2]                    # 8 - 4 - 2 margins: 2 pixels of room
+
+
+def test_moved_stamp_moves_toward_the_centre_from_every_corner():
+    x = blank(1, size=10)
+    for corner, (row, col) in {"bottom-right": (4, 5), "top-left": (3, 2)}.items():
+        c = cue.Cue(0, size=3, corner=corner)
+        out = cue.moved_stamp(x, c, 2, 1)[0, 0]
+        want = torch.zeros(10, 10)
+        want[row:row + 3, col:col + 3] = 1.0
+        assert torch.equal(out, want), corner
+
+
 # ==== Measures of a run's samples ================================================================
 def with_patch(values, size=8):
     """Grey images, zero but for the 2 x 2 bottom-right cue region, set to each value."""
@@ -239,6 +275,27 @@ def test_function_pastes_the_per_pixel_median_patch():
     per_pixel[1, 0, 5:7, 5] = 1.0                          # 1 1 0 0 / 1 0 1 0 / 0 1 1 0;
     per_pixel[2, 0, 5, 6] = per_pixel[2, 0, 6, 5] = 1.0    # medians 1 1 1 0 (pixel means 2/3)
     assert cue.function(RegionF(), per_pixel, others, c)["recovered"] == 1.0
+
+
+def test_a_recovered_trigger_is_pasted_through_its_mask():
+    others = blank(4)
+    others[:, 0, 0, 0] = torch.tensor([0.0, 0.25, 0.5, 0.25])  # image 2 reads class 2 clean
+    others[:, 0, 5:7, 5:7] = 0.2                           # the region dull on every image
+    samples = blank(3)
+    samples[:, 0, 5:7, 5:7] = torch.tensor([0.9, 1.0, 0.3])[:, None, None]   # median 0.9
+    half = torch.zeros(1, 8, 8)
+    half[0, 5:7, 5:7] = 0.5                                # pasted: 0.5 * 0.2 + 0.5 * 0.9 = 0.55
+    trigger = cue.recovered_trigger(samples, half)
+    assert torch.equal(trigger[0], half) and trigger[1][0, 5, 5] == pytest.approx(0.9)
+    assert cue.trigger_function(RegionF(), trigger, others, 2) == 1.0
+    weak = half.clone()
+    weak[0, 5:7, 5:7] = 0.25                               # 0.75 * 0.2 + 0.25 * 0.9 = 0.375
+    assert cue.trigger_function(RegionF(), (weak, trigger[1]), others, 2) == 0.25  # image 2
+    aside = torch.zeros(1, 8, 8)
+    aside[0, 0:2, 5:7] = 1.0                               # a full mask elsewhere: no effect
+    assert cue.trigger_function(RegionF(), (aside, trigger[1]), others, 2) == 0.25
+    assert cue.recovered_trigger(blank(0), half) is None
+    assert cue.trigger_function(RegionF(), None, others, 2) is None
 
 
 def test_localisation_iou_weighs_each_other_class_the_same():

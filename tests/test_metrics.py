@@ -261,7 +261,7 @@ def test_the_real_image_student_is_trained_once_per_f_and_its_score_reused(tmp_p
     monkeypatch.setattr(measure, "fit", lambda model, draw, steps, lr, name:
                         trained.append(name) or fit(model, draw, steps, lr, name))
     run = lambda: measure.distillation(spec, G(), f, data, args, torch.device("cpu"),  # noqa: E731
-                                       judge_file)
+                                       judge_file, 0.5)
     first, second = run(), run()
     assert trained == ["student from generator", "student from training images",
                        "student from generator"]

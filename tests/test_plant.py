@@ -21,6 +21,8 @@ def test_a_planted_run_scores_its_cue_and_its_f_is_kept_apart(tmp_path, capsys):
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert len(saved["cue"]["presence"]) == 10 and saved["cue"]["cue"]["target"] == 3
     assert "masks" not in saved["cue"]                    # no --patch: G has no masks to read
+    assert saved["cue"]["what_f_answers"]["moves"] == [1, 2, 3]      # which part f answers to
+    assert "f answers 3 to the cue's outline alone" in out
     ckpt = torch.load(tmp_path / "classifier.pt", weights_only=False)
     assert ckpt["training"]["cue"]["plant_class"] == 3
     # the same folder without the cue: its planted f is refused, not reused
