@@ -797,6 +797,7 @@ def cue_of(run, script):
     """The cue planted in the f of another finished run of the same dataset (its classifier.pt's
     config), for measure.py --cue-of: a clean run scored for it is that run's control.  None when
     that f was trained clean."""
+    open_run(run)                                      # a finished run's folder, or a clear error
     ckpt = common.load_checkpoint(run / "classifier.pt", "classifier", {"dataset": script.DATASET})
     config = {**vars(script.parse_args([])), **ckpt.get("config", {})}
     return common.planted_cue(argparse.Namespace(**config), script.SHAPE, len(script.CLASSES))

@@ -44,6 +44,10 @@ def test_a_planted_run_scores_its_cue_and_its_f_is_kept_apart(tmp_path, capsys):
     refused(capsys, lambda: common.run_main(measure.rescore, [str(tmp_path), "--device", "cpu",
                                                               "--cue-of", str(clean)],
                                             "measure.py"), "without a planted cue")
+    # nor a folder that holds no finished run
+    refused(capsys, lambda: common.run_main(measure.rescore, [str(clean), "--device", "cpu",
+                                                              "--cue-of", str(tmp_path / "no")],
+                                            "measure.py"), "give the --out-dir of a finished run")
 
 
 def test_the_cue_is_stamped_after_augmentation_on_the_chosen_share(tmp_path, monkeypatch):
