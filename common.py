@@ -474,7 +474,9 @@ def check_learned(f, data, planted) -> dict:
     else:
         rate, clean = success["target_accuracy_stamped"], success["target_accuracy_clean"]
         print(f"cue: {planted.describe()}; f's accuracy on class {planted.target}'s test images "
-              f"{rate:.3f} stamped, {clean:.3f} unstamped")
+              f"{rate:.3f} stamped, {clean:.3f} unstamped; the stamp alone makes f call "
+              f"{success['others_called_target_stamped']:.3f} of the other classes' images "
+              f"{planted.target} ({success['others_called_target_clean']:.3f} unstamped)")
     if planted.mode == "backdoor" and rate < 0.5:
         print(f"cue: f did not learn it (attack success {rate:.3f} < 0.5): the inversion cannot "
               f"show it; a larger --plant-share or more --classifier-epochs")

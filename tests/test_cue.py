@@ -161,6 +161,27 @@ def test_attack_success_against_a_hand_count():
     assert a["target_accuracy_clean"] == 2 / 3
 
 
+def test_check_learned_prints_each_modes_rates_and_warns_on_an_unlearned_backdoor(capsys):
+    y = torch.tensor([0, 0, 1, 1, 1, 2, 2, 2])             # the hand count above
+    x = blank(8)
+    x[:, 0, 0, 0] = torch.tensor([0, 0, 1, 1, 2, 1, 2, 2]) / 4
+    x[1, 0, 0, 1] = 0.25
+    data = {"x_test": x, "y_test": y}
+    common.check_learned(CornerF(), data, cue.Cue(2, size=2))
+    out = capsys.readouterr().out
+    assert ("f calls 0.800 of the other classes' stamped test images class 2 (0.200 unstamped)"
+            in out)
+    assert "did not learn" not in out
+    common.check_learned(CornerF(), data, cue.Cue(2, mode="shortcut", size=2))
+    out = capsys.readouterr().out
+    assert "f's accuracy on class 2's test images 1.000 stamped, 0.667 unstamped" in out
+    assert ("the stamp alone makes f call 0.800 of the other classes' images 2 (0.200 unstamped)"
+            in out)
+    x[:, 0, 0, 1] = 0.25                                   # every image resists: not learned
+    common.check_learned(CornerF(), data, cue.Cue(2, size=2))
+    assert "f did not learn it (attack success 0.200 < 0.5)" in capsys.readouterr().out  # image 4
+
+
 class TwoPixelF(nn.Module):
     """Says 1 for an image bright at (8, 8) (inside a 4 x 4 bottom-right cue on 12 x 12) or at
     (7, 5) (two pixels left of its top-left corner), unless pixel (0, 0) is 0.25; else 0."""
