@@ -20,6 +20,8 @@ never stamped except here, to measure.  Measures of a finished run's samples (al
                   absolute difference to the cue over the region's pixels (all channels) below a
                   threshold calibrated on clean test images (calibrate_threshold)
   anomaly_index   Neural Cleanse's (Wang et al. 2019) outlier index, on presence: does C stand out
+  beyond_chance   the classes whose presence is more than the threshold's own false-match rate q
+                  explains (a binomial test): the index alone flags one or two chance matches
   function        the median patch of C's samples pasted onto clean test images of the other
                   classes: does f answer C, beside the true cue and a random patch
   localisation    IoU with the cue's region of the pixels where C's mean sample differs most from
@@ -342,6 +344,20 @@ def anomaly_index(rates, mad_floor=MAD_FLOOR):
                                         if a is not None and a > FLAG_ABOVE]}
 
 
+def beyond_chance(rates, counts, q, alpha=0.05):
+    """The classes whose presence is more than chance: a row of `count` samples, each matching with
+    probability q (the threshold's calibration rate on clean images), has `hits` = rate * count
+    or more matches with probability P = sum_{j >= hits} C(count, j) q^j (1 - q)^(count - j);
+    flagged when P < alpha / (number of classes) (Bonferroni).  None rates are left out.  With
+    40 samples and q = 0.01, two matches (5%) give P = 0.06: chance, which the anomaly index
+    alone can flag."""
+    def tail(hits, count):
+        return sum(math.comb(count, j) * q ** j * (1 - q) ** (count - j)
+                   for j in range(hits, count + 1))
+    return [c for c, (r, k) in enumerate(zip(rates, counts))
+            if r is not None and tail(round(r * k), k) < alpha / len(rates)]
+
+
 def function(f, samples_C, x_clean_other, cue, seed=0, batch=1000):
     """Does C's recovered patch work on f as the cue does?  The per-pixel median (torch.quantile
     0.5: the mean of the middle two for an even count) of the cue region over samples_C, pasted
@@ -452,12 +468,14 @@ def score(samples, labels, f, data, cue, threshold=None, q=0.01, seed=0, batch=1
     if threshold is None:
         threshold = calibrate_threshold(x_test, cue, q)
     shown = presence(samples, labels, cue, threshold, n)
+    counts = lambda y, k: torch.bincount(y.cpu(), minlength=k).tolist()            # noqa: E731
     return {"cue": cue.as_dict(), "description": cue.describe(),
             "attack_success": attack_success(f, x_test, y_test, cue, batch),
             "what_f_answers": what_f_answers(f, x_test[y_test != C], cue, batch=batch),
             "threshold": threshold, "calibration_quantile": q,
             "presence": shown, "presence_real": presence(x_test, y_test, cue, threshold, n),
             "anomaly": anomaly_index(shown),
+            "beyond_chance": beyond_chance(shown, counts(labels, n), q),
             "function": function(f, samples[labels.to(samples.device) == C],
                                  x_test[y_test != C], cue, seed, batch),
             "localisation": localisation(samples, labels, cue, n)}
@@ -503,7 +521,8 @@ def summary_lines(scores):
     ] + ([answers_line(scores["what_f_answers"], C)] if scores.get("what_f_answers") else []) + [
         f"presence  class {C}'s samples showing the cue: {percent(scores['presence'][C])} (real "
         f"test images {percent(scores['presence_real'][C])}, threshold {scores['threshold']:.3f});"
-        f" anomaly index {index}, flagged {anomaly['flagged'] or 'none'}",
+        f" anomaly index {index}, flagged {anomaly['flagged'] or 'none'}; beyond chance "
+        f"{scores.get('beyond_chance') or 'none'}",
         f"function  class {C}'s median patch -> {C} on {percent(fn['recovered'])} of other "
         f"classes' test images (true cue {percent(fn['true_cue'])}, random patch "
         f"{percent(fn['random_patch'])}, none {percent(fn['clean'])})",

@@ -277,6 +277,19 @@ class RegionF(nn.Module):
         return nn.functional.one_hot(torch.where(hit, 2, read), 3).float()
 
 
+def test_beyond_chance_against_the_binomial_tail_by_hand():
+    q = 0.01
+    p2 = 1 - 0.99 ** 40 - 40 * q * 0.99 ** 39                        # P(2 or more of 40): 0.061
+    p3 = p2 - math.comb(40, 2) * q ** 2 * 0.99 ** 38                  # P(3 or more of 40): 0.0075
+    assert 0.06 < p2 < 0.062 and 0.0074 < p3 < 0.0076
+    # four classes: alpha / 4 = 0.0125 lies between p3 and p2: two hits are chance, three not
+    assert cue.beyond_chance([2 / 40, 3 / 40, 0.0, None], [40, 40, 40, 0], q) == [1]
+    # ten classes: alpha / 10 = 0.005 < p3, so three hits of 40 are chance too; ten are not
+    rates = [3 / 40, 10 / 40] + [0.0] * 8
+    assert cue.beyond_chance(rates, [40] * 10, q) == [1]
+    assert cue.beyond_chance(rates, [40] * 10, q, alpha=0.1) == [0, 1]    # 0.01 > p3
+
+
 def test_function_pastes_the_per_pixel_median_patch():
     c = cue.Cue(2, size=2)
     others = blank(4)
@@ -399,9 +412,11 @@ def test_score_is_json_ready_and_agrees_with_the_measures():
     assert s["threshold"] == 0.5 and s["cue"] == c.as_dict()               # clean corners: cap
     assert s["presence"] == [0.0, 0.0, 1.0] and s["presence_real"] == [0.0, 0.0, 0.0]
     assert s["anomaly"]["flagged"] == [2] and s["localisation"]["iou"] == 1.0
+    assert s["beyond_chance"] == [2]           # 2 of 2 at q = 0.01: P = 1e-4 < 0.05 / 3
     assert s["function"]["recovered"] == 1.0 and s["function"]["clean"] == 0.0
     assert s["attack_success"]["others_called_target_stamped"] == 1.0
     lines = cue.summary_lines(s)
     assert all(isinstance(line, str) and len(line) <= 200 for line in lines)
-    assert any("100.0%" in line and "presence" in line for line in lines)
+    assert any("100.0%" in line and "presence" in line and "beyond chance [2]" in line
+               for line in lines)
     assert not math.isnan(s["threshold"])
