@@ -468,14 +468,14 @@ def score(samples, labels, f, data, cue, threshold=None, q=0.01, seed=0, batch=1
     if threshold is None:
         threshold = calibrate_threshold(x_test, cue, q)
     shown = presence(samples, labels, cue, threshold, n)
-    counts = lambda y, k: torch.bincount(y.cpu(), minlength=k).tolist()            # noqa: E731
+    counts = torch.bincount(labels.cpu(), minlength=n).tolist()         # samples per class
     return {"cue": cue.as_dict(), "description": cue.describe(),
             "attack_success": attack_success(f, x_test, y_test, cue, batch),
             "what_f_answers": what_f_answers(f, x_test[y_test != C], cue, batch=batch),
             "threshold": threshold, "calibration_quantile": q,
             "presence": shown, "presence_real": presence(x_test, y_test, cue, threshold, n),
             "anomaly": anomaly_index(shown),
-            "beyond_chance": beyond_chance(shown, counts(labels, n), q),
+            "beyond_chance": beyond_chance(shown, counts, q),
             "function": function(f, samples[labels.to(samples.device) == C],
                                  x_test[y_test != C], cue, seed, batch),
             "localisation": localisation(samples, labels, cue, n)}
