@@ -20,6 +20,7 @@ import common  # noqa: E402
 # (row name, path into metrics.json); a path through "C" reads the planted cue's class
 MEASURES = [
     ("f accuracy", ("classifier", "test_accuracy")),
+    ("target (f on samples)", ("inversion", "target_accuracy")),
     ("judge on samples", ("inversion", "judge_accuracy")),
     ("recall", ("inversion", "recall")),
     ("precision", ("inversion", "precision")),
@@ -31,6 +32,8 @@ MEASURES = [
     ("2nd judge precision", ("inversion", "second_judge", "precision")),
     ("2nd judge coverage", ("inversion", "second_judge", "coverage")),
     ("2nd judge density", ("inversion", "second_judge", "density")),
+    ("distillation: student on G", ("distillation", "from_generator")),
+    ("distillation: student on real", ("distillation", "from_training_images")),
     ("cue: attack success", ("cue", "attack_success", "others_called_target_stamped")),
     ("cue: presence, row C", ("cue", "presence", "C")),
     ("cue: anomaly index, C", ("cue", "anomaly", "index", "C")),
