@@ -904,6 +904,8 @@ def rescore(argv=None):
                 planted_trigger=trigger_of(Path(cli.cue_of), script, scored) if cli.cue_of
                 else None)
     kept = {k: old[k] for k in ("data", "classifier", "generator") if k in old}
+    if "total" in old:                          # "total" becomes this rescoring's own time
+        kept["first_run_total"] = old.get("first_run_total", old["total"])
     return report(spec, out, args, data, f, ckpt["test_accuracy"], G, x.to(device), y.to(device),
                   first["history"], kept, t_start)
 
