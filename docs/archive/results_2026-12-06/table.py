@@ -1,6 +1,8 @@
 """The README's "What the additions buy" table from three seeds: mean (lowest-highest).
     python docs/archive/results_2026-12-06/table.py   (reads the metrics beside it)"""
 import json, statistics, sys
+from pathlib import Path
+HERE = Path(__file__).parent
 NAMES = {"fashion": "Fashion-MNIST", "cifar10": "CIFAR-10"}
 MODES = [("paper", "`--paper`", "f"), ("data-free", "`--data-free`", "f"),
          ("defaults", "defaults", "f and the training images")]
@@ -12,7 +14,7 @@ def cell(vs, real=None):
     return t + (f" [{statistics.fmean(real):.3f}]" if real else "")
 for d in NAMES:
     for mode, label, learns in MODES:
-        ms = [json.load(open(f"{sys.argv[0].rsplit('/', 1)[0]}/{d}_s{s}_{mode}.json")) for s in seeds]
+        ms = [json.load(open(HERE / f"{d}_s{s}_{mode}.json")) for s in seeds]
         inv = [m["inversion"] for m in ms]
         cells = []
         for k in KEYS:
